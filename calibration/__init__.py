@@ -1,0 +1,1 @@
+"""INT8 calibration sets and calibrators. Imports neither ``vcam`` nor ``engines``."""

@@ -1,0 +1,1 @@
+"""`vcam bench ...`: benchmarks that print their figures (and JSON with --json)."""

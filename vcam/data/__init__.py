@@ -1,0 +1,1 @@
+"""Talking-head clips: reading sources, preprocessing them and reading the result."""

@@ -1,0 +1,55 @@
+"""The paper's landmark image: each landmark group a polyline in its own colour on black."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+# Sub-pixel precision for cv2 drawing: coordinates are multiplied by 2**SHIFT.
+SHIFT = 4
+
+
+class LandmarkGroup(NamedTuple):
+    name: str
+    start: int
+    stop: int
+    closed: bool
+    colour: tuple[int, int, int]  # RGB
+
+
+# iBUG 300-W order.
+GROUPS = (
+    LandmarkGroup("jaw", 0, 17, False, (255, 255, 255)),
+    LandmarkGroup("right_brow", 17, 22, False, (255, 0, 0)),
+    LandmarkGroup("left_brow", 22, 27, False, (0, 255, 0)),
+    LandmarkGroup("nose_bridge", 27, 31, False, (0, 0, 255)),
+    LandmarkGroup("nose_base", 31, 36, False, (255, 255, 0)),
+    LandmarkGroup("right_eye", 36, 42, True, (255, 0, 255)),
+    LandmarkGroup("left_eye", 42, 48, True, (0, 255, 255)),
+    LandmarkGroup("outer_lip", 48, 60, True, (255, 128, 0)),
+    LandmarkGroup("inner_lip", 60, 68, True, (128, 0, 255)),
+)
+
+
+def line_width(size: int) -> int:
+    """Line thickness for an S x S landmark image: 2 px at 256, scaling with S."""
+    return max(1, round(size / 128))
+
+
+def rasterise(points: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Draw 68 landmarks (crop pixel coordinates) as an RGB uint8 (size, size, 3) image.
+
+    Pass ``out`` to draw into a preallocated buffer (it is cleared first).
+    """
+    if out is None:
+        out = np.zeros((size, size, 3), np.uint8)
+    else:
+        out.fill(0)
+    fixed = np.round(np.asarray(points, np.float64) * (1 << SHIFT)).astype(np.int32)
+    thickness = line_width(size)
+    for group in GROUPS:
+        cv2.polylines(out, [fixed[group.start:group.stop]], group.closed, group.colour,
+                      thickness, cv2.LINE_AA, SHIFT)
+    return out
