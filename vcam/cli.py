@@ -77,26 +77,47 @@ def add_preprocess(commands) -> None:
 
 
 def run_preprocess_command(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from vcam.data.preprocess import PreprocessSettings, run_preprocess
 
     settings = PreprocessSettings(size=args.size, landmarks=args.landmarks,
                                   max_frames=max(0, args.max_frames))
-    with tqdm(desc="preprocess", unit="clip", disable=args.json, file=sys.stderr) as bar:
-        def advance(result) -> None:
-            bar.update()
-            if result.reason and not result.reused:
-                bar.write(f"skipped {result.source}: {result.reason}", file=sys.stderr)
-
+    progress = ClipProgress(quiet=args.json)
+    try:
         summary = run_preprocess(args.inputs, args.out, settings, manifest=args.manifest,
-                                 workers=args.workers, on_result=advance)
+                                 workers=args.workers, progress=progress)
+    finally:
+        progress.close()
     if args.json:
         print(json.dumps(vars(summary) | {"frames_per_second": summary.frames_per_second},
                          indent=1))
     else:
         print_summary(summary)
     return 0
+
+
+class ClipProgress:
+    """A progress bar over clips, opened once the inputs have been checked."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self._bar = None
+
+    def start(self, clips: int) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=clips, desc="preprocess", unit="clip", disable=self.quiet,
+                         file=sys.stderr)
+
+    def advance(self, result) -> None:
+        if self._bar is None:
+            return
+        self._bar.update()
+        if result.reason and not result.reused:
+            self._bar.write(f"skipped {result.source}: {result.reason}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def print_summary(summary) -> None:

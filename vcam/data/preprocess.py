@@ -14,10 +14,11 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -46,7 +47,9 @@ PARTIAL_DIR = ".partial"
 @dataclass(frozen=True)
 class PreprocessSettings:
     """How clips become crops. ``smooth_seconds`` is the half-width of the centred average
-    applied to crop windows; ``min_face`` the smallest landmark extent (px) kept."""
+    applied to crop windows; ``min_face`` the smallest landmark extent (px) kept.
+    ``redetect_every`` is 1 by default: offline there is time to re-detect near the face on
+    every frame, which keeps landmarks right through fast motion."""
 
     size: int = 256
     margin: float = 1.8
@@ -57,7 +60,7 @@ class PreprocessSettings:
     max_frames: int = 0
     jpeg_quality: int = 95
     landmarks: str = "dlib"
-    redetect_every: int = 10
+    redetect_every: int = 1
 
 
 @dataclass
@@ -275,10 +278,27 @@ def reused_result(source: ClipSource, identity: str, out: Path,
     return None
 
 
+class Progress(Protocol):
+    """Told how many clips there are once the inputs are checked, then of each result."""
+
+    def start(self, clips: int) -> None: ...
+
+    def advance(self, result: ClipResult) -> None: ...
+
+
+class Silent:
+    def start(self, clips: int) -> None:
+        pass
+
+    def advance(self, result: ClipResult) -> None:
+        pass
+
+
 def run_preprocess(inputs: list[Path], out: Path, settings: PreprocessSettings,
                    manifest: Path | None = None, workers: int = 1,
-                   on_result: Callable[[ClipResult], None] | None = None) -> Summary:
+                   progress: Progress | None = None) -> Summary:
     """Preprocess every clip in ``inputs`` into ``out``; returns the summary."""
+    progress = progress or Silent()
     started = time.perf_counter()
     info = check_output(out, inputs, settings)
     labels = read_manifest(manifest) if manifest else {}
@@ -288,6 +308,7 @@ def run_preprocess(inputs: list[Path], out: Path, settings: PreprocessSettings,
     create_detector(settings.landmarks)  # fail early, in one line, if the backend is unusable
     out.mkdir(parents=True, exist_ok=True)
     write_dataset_info(out, settings, [])
+    progress.start(len(sources))
     previous_skips = {skip["source"]: skip["reason"] for skip in (info or {}).get("skipped", [])}
     results, jobs = [], []
     for source in sources:
@@ -297,12 +318,10 @@ def run_preprocess(inputs: list[Path], out: Path, settings: PreprocessSettings,
             jobs.append((source, identity, out, settings))
         else:
             results.append(done)
-            if on_result:
-                on_result(done)
+            progress.advance(done)
     for result in run_jobs(jobs, workers):
         results.append(result)
-        if on_result:
-            on_result(result)
+        progress.advance(result)
     shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
     summary = summarise(results, out, time.perf_counter() - started)
     write_dataset_info(out, settings, results)

@@ -66,6 +66,6 @@ class FanDetector:
                               for box, score in self._boxes.find_boxes(image, near)])
 
     def fit(self, image: np.ndarray, box: Box) -> np.ndarray:
-        fan_box = np.array(widen(box, HOG_TO_FAN_BOX), np.float32)
+        fan_box = np.array(widen(box, HOG_TO_FAN_BOX), np.float64)  # float32 trips FAN
         result = self._fan.get_landmarks_from_image(image, detected_faces=[fan_box])
         return np.asarray(result[0][:, :2], np.float32)

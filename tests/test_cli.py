@@ -1,0 +1,52 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from vcam.cli import main
+from vcam.data.synthetic import moving_face_frames, write_video
+
+
+def run_vcam(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "run_vcam.py"), *args],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def test_help_lists_the_commands():
+    result = run_vcam("--help")
+    assert result.returncode == 0
+    assert "preprocess" in result.stdout and "bench" in result.stdout
+
+
+def test_user_error_is_one_line_with_exit_code_2(tmp_path):
+    result = run_vcam("preprocess", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_preprocess_prints_a_json_summary(tmp_path, capsys):
+    write_video(str(tmp_path / "clip.mp4"), moving_face_frames(12, 320, 240, face_size=90))
+    code = main(["preprocess", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "out"),
+                 "--size", "64", "--workers", "1", "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["clips"] == 1 and summary["frames_kept"] == 12
+    assert summary["frames_per_second"] > 0
+
+
+@pytest.mark.slow
+def test_landmark_bench_reports_figures(tmp_path, capsys):
+    code = main(["bench", "landmarks", "--frames", "20", "--clips", "1", "--workers", "1",
+                 "--data", str(tmp_path / "none"), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    per_frame = report["per_frame"]
+    assert per_frame["tracked"]["faces_found"] == 20
+    assert per_frame["tracked"]["detections"] < 20
+    assert per_frame["detect_every_frame"]["mean_ms"] > 0
+    assert report["preprocess"]["source"] == "synthetic astronaut clips"
+    assert report["preprocess"]["frames_kept"] == 100
