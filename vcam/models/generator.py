@@ -1,0 +1,173 @@
+"""Generator G(y, e) -> x_hat and its personalised, export-ready form G'(y).
+
+G is an image-to-image network (Johnson et al. style): a residual encoder with instance norm
+turns the landmark image into a bottleneck, AdaIN residual blocks and residual upsampling blocks
+decode it. Every normalisation after the encoder is AdaIN whose coefficients ``psi_hat = P e``
+come from one spectrally normalised linear map ``P`` of the embedding.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import torch
+from torch import Tensor, nn
+
+from vcam.models.blocks import (
+    AdaIN,
+    AdaptiveModule,
+    AdaptiveResidualBlock,
+    ResidualDownBlock,
+    ResidualUpBlock,
+    SelfAttention,
+    apply_spectral_norm,
+    conv3x3,
+    fold_spectral_norm,
+    split_adain_params,
+)
+from vcam.models.config import ModelConfig
+
+OUTPUT_CHANNELS = 3
+
+
+class Generator(nn.Module):
+    """G(y, e; psi, P) -> x_hat in [-1, 1], (B, 3, S, S).
+
+    ``y`` is the landmark image (B, 3, S, S) in [-1, 1] (6 channels for the ``warp`` variant).
+    Either the embedding ``e`` (B, N) or the AdaIN coefficients ``psi`` (B or 1, T) drive the
+    decoder; ``psi = adain_params(e)``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.stem = conv3x3(
+            config.generator_input_channels, config.width(0), stride=config.io_stride
+        )
+        self.encoder = _encoder(config)
+        bottleneck_width = config.width(config.num_down_blocks)
+        self.bottleneck = nn.ModuleList(
+            AdaptiveResidualBlock(bottleneck_width) for _ in range(config.num_bottleneck_blocks)
+        )
+        self.decoder = _decoder(config)
+        self.head_norm = AdaIN(config.width(0))
+        self.head_conv = conv3x3(config.width(0), OUTPUT_CHANNELS * config.io_stride**2)
+        self.head_shuffle = nn.PixelShuffle(config.io_stride)
+        self.projection = nn.Linear(config.embedding_size, self.adain_param_count, bias=False)
+        apply_spectral_norm(self)
+
+    def adaptive_layers(self) -> list[AdaptiveModule]:
+        """The layers that consume ``psi``, in the order their slices appear in it."""
+        decoder_blocks = [layer for layer in self.decoder if isinstance(layer, AdaptiveModule)]
+        return [*self.bottleneck, *decoder_blocks, self.head_norm]
+
+    @property
+    def adain_param_count(self) -> int:
+        """T, the size of ``psi``."""
+        return sum(layer.adain_param_count for layer in self.adaptive_layers())
+
+    def adain_params(self, embedding: Tensor) -> Tensor:
+        """``psi_hat = P e``: (B, N) embeddings -> (B, T) AdaIN coefficients."""
+        return self.projection(embedding)
+
+    def forward(
+        self, landmarks: Tensor, e: Tensor | None = None, psi: Tensor | None = None
+    ) -> Tensor:
+        if (e is None) == (psi is None):
+            raise ValueError("pass exactly one of e (embedding) or psi (AdaIN coefficients)")
+        if psi is None:
+            psi = self.adain_params(cast(Tensor, e))
+        psi = self._batched_psi(psi, landmarks.shape[0])
+        h = self.stem(landmarks)
+        for layer in self.encoder:
+            h = layer(h)
+        slices = iter(split_adain_params(psi, self.adaptive_layers()))
+        for block in self.bottleneck:
+            h = block(h, next(slices))
+        for layer in self.decoder:
+            h = layer(h, next(slices)) if isinstance(layer, AdaptiveModule) else layer(h)
+        h = torch.relu(self.head_norm(h, next(slices)))
+        return torch.tanh(self.head_shuffle(self.head_conv(h)))
+
+    def deployable_copy(self) -> Generator:
+        """A frozen eval-mode CPU copy with spectral norm folded into plain weights.
+
+        The copy is built afresh and loaded from this generator's state dict (a deepcopy
+        would share parametrised layer classes with this generator, see
+        ``fold_spectral_norm``).
+        """
+        frozen = Generator(self.config)
+        frozen.load_state_dict(self.state_dict())
+        fold_spectral_norm(frozen.eval())
+        return frozen.requires_grad_(False)
+
+    def _batched_psi(self, psi: Tensor, batch: int) -> Tensor:
+        """``psi`` as (batch, T); a single (T,) or (1, T) vector is shared by the batch."""
+        if psi.shape[-1] != self.adain_param_count:
+            raise ValueError(
+                f"psi has {psi.shape[-1]} coefficients, expected {self.adain_param_count}"
+            )
+        return psi.reshape(-1, self.adain_param_count).expand(batch, -1)
+
+
+def _encoder(config: ModelConfig) -> nn.ModuleList:
+    """Residual downsampling blocks with instance norm, attention where the config says."""
+    layers = nn.ModuleList()
+    resolution = config.generator_stem_resolution
+    for level in range(config.num_down_blocks):
+        out_channels = config.width(level + 1)
+        layers.append(ResidualDownBlock(config.width(level), out_channels, instance_norm=True))
+        resolution //= 2
+        if resolution in config.encoder_attention:
+            layers.append(SelfAttention(out_channels))
+    return layers
+
+
+def _decoder(config: ModelConfig) -> nn.ModuleList:
+    """Residual AdaIN upsampling blocks mirroring the encoder, attention where configured."""
+    layers = nn.ModuleList()
+    resolution = config.bottleneck_resolution
+    for level in range(config.num_up_blocks, 0, -1):
+        out_channels = config.width(level - 1)
+        layers.append(ResidualUpBlock(config.width(level), out_channels))
+        resolution *= 2
+        if resolution in config.decoder_attention:
+            layers.append(SelfAttention(out_channels))
+    return layers
+
+
+class PersonalisedGenerator(nn.Module):
+    """G'(y): a generator with one person's AdaIN coefficients ``psi'`` held inside.
+
+    ``psi'`` is a parameter (trainable for fine-tuning, frozen otherwise) initialised to
+    ``P e_new``; ``forward(y)`` is then a plain landmark-image -> frame network. Use
+    :meth:`deployable` for an export-ready copy (eval mode, spectral norm folded).
+    """
+
+    def __init__(self, generator: Generator, psi: Tensor, trainable_psi: bool = True) -> None:
+        super().__init__()
+        expected = generator.adain_param_count
+        if psi.numel() != expected:
+            raise ValueError(f"psi has {psi.numel()} values, the generator needs {expected}")
+        self.generator = generator
+        self.psi = nn.Parameter(
+            psi.detach().clone().reshape(1, expected), requires_grad=trainable_psi
+        )
+
+    @classmethod
+    def from_embedding(
+        cls, generator: Generator, embedding: Tensor, trainable_psi: bool = True
+    ) -> PersonalisedGenerator:
+        """Personalise with ``psi' = P e_new`` for an embedding (N,) or (1, N)."""
+        with torch.no_grad():
+            psi = generator.adain_params(embedding.reshape(1, -1))
+        return cls(generator, psi, trainable_psi=trainable_psi)
+
+    def forward(self, landmarks: Tensor) -> Tensor:
+        return self.generator(landmarks, psi=self.psi)
+
+    def deployable(self) -> PersonalisedGenerator:
+        """Frozen eval-mode copy with spectral norm folded into plain weights, for export."""
+        frozen_generator = self.generator.deployable_copy()
+        deployable = PersonalisedGenerator(frozen_generator, self.psi, trainable_psi=False)
+        return deployable.eval()
