@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vcam {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     add_preprocess(commands)
+    add_train(commands)
     add_bench(commands)
     return parser
 
@@ -130,6 +131,97 @@ def print_summary(summary) -> None:
         for skip in summary.skipped:
             print(f"  {skip['source']}: {skip['reason']}")
     print(f"written to {summary.out}")
+
+
+def add_train(commands) -> None:
+    command = add_command(commands, "train", "Train the networks.",
+                          lambda args: args.train_handler(args))
+    stages = command.add_subparsers(title="stages", metavar="STAGE", required=True)
+    meta = stages.add_parser(
+        "meta", help="meta-learning of the embedder, generator and discriminator on K-shot "
+        "episodes (runs under torchrun for several processes or GPUs)",
+        description="Meta-learning on preprocessed clips (see `vcam preprocess`). Under "
+        "`torchrun --nproc_per_node=N` the same command trains with DistributedDataParallel.")
+    meta.set_defaults(train_handler=run_train_meta_command)
+    meta.add_argument("--data", type=Path, required=True, help="a `vcam preprocess` folder")
+    meta.add_argument("--config", choices=("tiny", "cpu", "paper"), required=True)
+    meta.add_argument("--out", type=Path, required=True, help="the run folder")
+    meta.add_argument("--steps", type=positive_int, default=1000,
+                      help="train until this step (total, also when resuming)")
+    meta.add_argument("--resume", action="store_true",
+                      help="continue the run in --out from its latest checkpoint")
+    meta.add_argument("--shots", type=positive_int, default=8, help="K frames per episode")
+    meta.add_argument("--batch", type=positive_int, default=2, help="episodes per step")
+    meta.add_argument("--lr-generator", type=float, default=5e-5)
+    meta.add_argument("--lr-discriminator", type=float, default=2e-4)
+    meta.add_argument("--discriminator-steps", type=positive_int, default=1)
+    meta.add_argument("--loss-weights", default="",
+                      help="e.g. 'vgg=1,identity=0.5,feature_matching=10,match=80,pixel=0'")
+    meta.add_argument("--vgg", default="auto",
+                      help="VGG19 weights for the content loss: a file, 'auto' "
+                      "(../shared/weights or $VCAM_VGG_WEIGHTS) or 'none'")
+    meta.add_argument("--no-identity-loss", action="store_true",
+                      help="leave out the dlib face-recognition content loss")
+    meta.add_argument("--checkpoint-every", type=positive_int, default=250)
+    meta.add_argument("--sample-every", type=positive_int, default=250)
+    meta.add_argument("--log-every", type=positive_int, default=10)
+    meta.add_argument("--validation-fraction", type=float, default=0.1)
+    meta.add_argument("--seed", type=int, default=0)
+    meta.add_argument("--workers", type=int, default=1, help="data loading processes")
+    meta.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    meta.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def vgg_weights_setting(choice: str) -> str | None:
+    from vcam.models.vgg import find_default_vgg_weights
+
+    if choice == "none":
+        return None
+    if choice != "auto":
+        if not Path(choice).is_file():
+            raise UserError(f"--vgg {choice} does not exist")
+        return str(Path(choice).resolve())
+    try:
+        found = find_default_vgg_weights()
+    except FileNotFoundError as error:
+        raise UserError(str(error)) from None
+    if found is None:
+        raise UserError("VGG19 weights not found in ../shared/weights: pass --vgg FILE, set "
+                        "VCAM_VGG_WEIGHTS, or --vgg none to train without the VGG loss")
+    return str(found.resolve())
+
+
+def run_train_meta_command(args: argparse.Namespace) -> int:
+    from vcam.models.config import get_config
+    from vcam.models.losses import LossWeights
+    from vcam.train.meta import MetaSettings
+    from vcam.train.run import run_meta_training
+
+    try:
+        losses = LossWeights.parse(args.loss_weights)
+    except ValueError as error:
+        raise UserError(f"--loss-weights: {error}") from None
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA GPU is visible; use --device cpu")
+    settings = MetaSettings(
+        shots=args.shots, batch=args.batch, steps=args.steps, lr_generator=args.lr_generator,
+        lr_discriminator=args.lr_discriminator, discriminator_steps=args.discriminator_steps,
+        losses=losses, vgg_weights=vgg_weights_setting(args.vgg),
+        identity_loss=not args.no_identity_loss, seed=args.seed,
+        validation_fraction=args.validation_fraction, checkpoint_every=args.checkpoint_every,
+        sample_every=args.sample_every, log_every=args.log_every,
+        loader_workers=max(0, args.workers))
+    result = run_meta_training(args.data, args.out, get_config(args.config), settings,
+                               resume=args.resume, device=args.device, quiet=args.json)
+    if args.json:
+        print(json.dumps(vars(result), indent=1))
+    else:
+        print(f"trained steps {result.first_step + 1}..{result.steps} in "
+              f"{result.seconds:.0f} s; run folder {result.out}")
+    return 0
 
 
 def add_bench(commands) -> None:

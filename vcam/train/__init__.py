@@ -1,0 +1,1 @@
+"""Training: K-shot episodes, meta-learning and fine-tuning."""

@@ -1,0 +1,108 @@
+"""K-shot episodes drawn from preprocessed clips, and the identity-level split.
+
+Episodes are a pure function of (seed, step, rank): resuming a run at step N draws exactly the
+batches an uninterrupted run would have drawn, and each process of a distributed run draws
+its own.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from vcam.data.clips import Clip
+from vcam.landmarks.raster import rasterise
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which identities train and which are held out for validation."""
+
+    train: tuple[str, ...]
+    validation: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {"train": list(self.train), "validation": list(self.validation)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Split:
+        return cls(tuple(data["train"]), tuple(data["validation"]))
+
+
+def split_identities(identities: list[str], validation_fraction: float = 0.1,
+                     seed: int = 0) -> Split:
+    """Hold out about ``validation_fraction`` of the identities (at least one when there are
+    two or more), chosen reproducibly by ``seed``."""
+    ordered = sorted(set(identities))
+    random.Random(seed).shuffle(ordered)
+    held = 0 if len(ordered) < 2 else max(1, math.floor(validation_fraction * len(ordered)))
+    return Split(tuple(sorted(ordered[held:])), tuple(sorted(ordered[:held])))
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> float (3, H, W) in [-1, 1]."""
+    return torch.from_numpy(image).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def to_image(tensor: torch.Tensor) -> np.ndarray:
+    """Float (3, H, W) in [-1, 1] -> RGB uint8 (H, W, 3)."""
+    scaled = tensor.detach().float().clamp(-1, 1).add(1).mul(127.5).round()
+    return scaled.byte().permute(1, 2, 0).cpu().numpy()
+
+
+def load_example(clip: Clip, index: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One frame of a clip and its landmark image, both (3, size, size) in [-1, 1]."""
+    frame = clip.frame(index)
+    points = clip.landmarks[index]
+    if frame.shape[0] != size:
+        points = points * (size / frame.shape[0])
+        frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    return to_tensor(frame), to_tensor(rasterise(points, size))
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """Batches of K-shot episodes from the training clips (``clips[i]`` is W's column i)."""
+
+    clips: tuple[Clip, ...]
+    shots: int
+    size: int
+    batch: int
+    seed: int = 0
+
+    def draw(self, step: int, rank: int = 0) -> dict[str, torch.Tensor]:
+        """The batch for ``step`` on process ``rank``:
+
+        - ``frames``, ``landmarks``: (B, K, 3, S, S) enrollment frames and landmark images
+        - ``target``, ``target_landmarks``: (B, 3, S, S)
+        - ``video``: (B,) the clip's column in W
+        """
+        rng = np.random.default_rng([self.seed, step, rank])
+        videos = rng.integers(0, len(self.clips), self.batch)
+        episodes = [self.episode(self.clips[video], rng) for video in videos]
+        batch = {key: torch.stack([episode[key] for episode in episodes])
+                 for key in episodes[0]}
+        batch["video"] = torch.from_numpy(videos.astype(np.int64))
+        return batch
+
+    def episode(self, clip: Clip, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        target, shots = pick_frames(len(clip), self.shots, rng)
+        examples = [load_example(clip, index, self.size) for index in shots]
+        target_frame, target_landmarks = load_example(clip, target, self.size)
+        return {"frames": torch.stack([frame for frame, _ in examples]),
+                "landmarks": torch.stack([landmarks for _, landmarks in examples]),
+                "target": target_frame, "target_landmarks": target_landmarks}
+
+
+def pick_frames(count: int, shots: int, rng: np.random.Generator) -> tuple[int, list[int]]:
+    """A target frame and ``shots`` other frames of a clip with ``count`` frames (repeating
+    frames only when the clip is too short to avoid it)."""
+    target = int(rng.integers(count))
+    others = [index for index in range(count) if index != target] or [target]
+    replace = len(others) < shots
+    return target, [int(i) for i in rng.choice(others, shots, replace=replace)]

@@ -1,0 +1,183 @@
+"""One meta-learning step (METHOD.md, "Meta-learning: simulated K-shot episodes").
+
+The trainer owns the three networks, their optimisers and the losses; it knows nothing of
+run folders, logging or checkpoints (see ``vcam.train.run``).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from vcam.models.config import ModelConfig
+from vcam.models.discriminator import Discriminator
+from vcam.models.embedder import Embedder
+from vcam.models.generator import Generator
+from vcam.models.losses import (
+    ContentLoss,
+    LossWeights,
+    discriminator_hinge,
+    embedding_match,
+    feature_matching,
+    generator_adversarial,
+)
+
+# A generated batch whose every image has a pixel standard deviation below this is "flat".
+FLAT_IMAGE_STD = 0.01
+
+
+@dataclass(frozen=True)
+class MetaSettings:
+    """Everything that shapes a meta-learning run besides the data and the architecture."""
+
+    shots: int = 8
+    batch: int = 2
+    steps: int = 1000
+    lr_generator: float = 5e-5
+    lr_discriminator: float = 2e-4
+    discriminator_steps: int = 1
+    losses: LossWeights = field(default_factory=LossWeights)
+    vgg_weights: str | None = None
+    identity_loss: bool = True
+    seed: int = 0
+    validation_fraction: float = 0.1
+    checkpoint_every: int = 250
+    sample_every: int = 250
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    collapse_patience: int = 50
+    loader_workers: int = 1
+
+
+class MetaModels(nn.Module):
+    """E, G and D together (one state dict, one device move)."""
+
+    def __init__(self, config: ModelConfig, num_videos: int) -> None:
+        super().__init__()
+        self.config = config
+        self.embedder = Embedder(config)
+        self.generator = Generator(config)
+        self.discriminator = Discriminator(config, num_videos)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+class DivergedError(RuntimeError):
+    """Training produced non-finite losses or collapsed to flat images."""
+
+
+class MetaTrainer:
+    """Runs meta-learning steps on batches from ``vcam.train.episodes.Episodes``.
+
+    ``embedder``, ``generator`` and ``discriminator`` may be DDP-wrapped; the generator step
+    calls D's bare module, so D's gradients are only synchronised in D's own step.
+    """
+
+    def __init__(self, models: MetaModels, settings: MetaSettings, device: torch.device,
+                 wrap=lambda module: module) -> None:
+        self.models = models
+        self.settings = settings
+        self.device = device
+        self.embedder = wrap(models.embedder)
+        self.generator = wrap(models.generator)
+        self.discriminator = wrap(models.discriminator)
+        vgg = Path(settings.vgg_weights) if settings.vgg_weights else None
+        self.content = ContentLoss(settings.losses, vgg, settings.identity_loss).to(device)
+        self.optimisers = {
+            "generator": torch.optim.Adam(
+                [*models.embedder.parameters(), *models.generator.parameters()],
+                lr=settings.lr_generator, betas=(0.5, 0.999)),
+            "discriminator": torch.optim.Adam(
+                models.discriminator.parameters(), lr=settings.lr_discriminator,
+                betas=(0.5, 0.999)),
+        }
+        self.flat_steps = 0
+
+    def autocast(self):
+        """bfloat16 mixed precision on CUDA GPUs that have it (no loss scaling needed)."""
+        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def embed(self, frames: Tensor, landmarks: Tensor) -> Tensor:
+        """``e_hat``: mean embedding of each episode's K frames, (B, K, 3, S, S) -> (B, N)."""
+        batch, shots = frames.shape[:2]
+        flat = self.embedder(frames.flatten(0, 1), landmarks.flatten(0, 1))
+        return flat.view(batch, shots, -1).mean(dim=1)
+
+    def step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        """One generator/embedder update and ``discriminator_steps`` discriminator updates."""
+        batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+        fake, embeddings, generator_terms = self.generator_step(batch)
+        discriminator_terms = {}
+        for _ in range(self.settings.discriminator_steps):
+            discriminator_terms = self.discriminator_step(batch, fake, embeddings)
+        losses = {name: float(value) for name, value in
+                  (generator_terms | discriminator_terms).items()}
+        self.check(losses, fake)
+        losses["l1"] = float((fake.float() - batch["target"]).abs().mean())
+        return losses
+
+    def generator_step(self, batch: dict[str, Tensor]
+                       ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        weights = self.settings.losses
+        discriminator = unwrap(self.discriminator)
+        discriminator.requires_grad_(False)
+        with self.autocast():
+            embeddings = self.embed(batch["frames"], batch["landmarks"])
+            fake = self.generator(batch["target_landmarks"], e=embeddings)
+            fake_scores, fake_features = discriminator(fake, batch["target_landmarks"],
+                                                       batch["video"])
+            with torch.no_grad():
+                _, real_features = discriminator(batch["target"], batch["target_landmarks"],
+                                                 batch["video"])
+            terms = self.content(fake.float(), batch["target"])
+            terms["adversarial"] = weights.adversarial * generator_adversarial(fake_scores)
+            terms["feature_matching"] = weights.feature_matching * feature_matching(
+                fake_features, real_features)
+            columns = discriminator.video_embeddings[:, batch["video"]].T.detach()
+            terms["match"] = weights.match * embedding_match(columns, embeddings.float())
+        total = sum(terms.values())
+        optimiser = self.optimisers["generator"]
+        optimiser.zero_grad(set_to_none=True)
+        total.backward()
+        optimiser.step()
+        discriminator.requires_grad_(True)
+        terms["generator_total"] = total.detach()
+        return fake.detach(), embeddings.detach(), {k: v.detach() for k, v in terms.items()}
+
+    def discriminator_step(self, batch: dict[str, Tensor], fake: Tensor,
+                           embeddings: Tensor) -> dict[str, Tensor]:
+        """Hinge loss on real and fake pairs; W is also pulled towards the embeddings."""
+        with self.autocast():
+            real_scores, _ = self.discriminator(batch["target"], batch["target_landmarks"],
+                                                batch["video"])
+            fake_scores, _ = self.discriminator(fake, batch["target_landmarks"], batch["video"])
+            hinge = discriminator_hinge(real_scores.float(), fake_scores.float())
+            columns = unwrap(self.discriminator).video_embeddings[:, batch["video"]].T
+            match = self.settings.losses.match * embedding_match(columns, embeddings.float())
+        optimiser = self.optimisers["discriminator"]
+        optimiser.zero_grad(set_to_none=True)
+        (hinge + match).backward()
+        optimiser.step()
+        return {"discriminator": hinge.detach(), "real_score": real_scores.mean().detach(),
+                "fake_score": fake_scores.mean().detach()}
+
+    def check(self, losses: dict[str, float], fake: Tensor) -> None:
+        """Stop on non-finite losses, or after ``collapse_patience`` steps of flat images."""
+        bad = [name for name, value in losses.items() if not math.isfinite(value)]
+        if bad:
+            raise DivergedError(f"loss {bad[0]} is {losses[bad[0]]}")
+        flat = bool((fake.float().flatten(1).std(dim=1) < FLAT_IMAGE_STD).all())
+        self.flat_steps = self.flat_steps + 1 if flat else 0
+        if self.flat_steps >= self.settings.collapse_patience:
+            raise DivergedError(f"the generator has produced flat images for "
+                                f"{self.flat_steps} steps (collapse)")

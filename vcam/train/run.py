@@ -1,0 +1,350 @@
+"""`vcam train meta`: a meta-learning run folder, resumable, on one CPU, one GPU or many
+processes under ``torchrun`` (DistributedDataParallel; only rank 0 writes).
+
+RUN/run.json           config, settings, identity split, W's column order, data folder
+RUN/checkpoints/       safetensors + JSON, the newest ``keep_checkpoints`` of them
+RUN/log.tsv            step, seconds and every loss, every ``log_every`` steps
+RUN/samples/           PNG grids (enrollment | target landmarks | generated | real)
+RUN/tensorboard/       TensorBoard scalars
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from vcam.data.clips import Dataset, open_dataset
+from vcam.errors import UserError
+from vcam.files import atomic_write_text
+from vcam.models.config import ModelConfig
+from vcam.models.losses import LossWeights
+from vcam.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    restore_modules,
+    restore_optimisers,
+    save_checkpoint,
+)
+from vcam.train.episodes import Episodes, Split, load_example, split_identities, to_image
+from vcam.train.meta import DivergedError, MetaModels, MetaSettings, MetaTrainer
+
+RUN_FILE = "run.json"
+LOG_FILE = "log.tsv"
+
+
+@dataclass(frozen=True)
+class Process:
+    """This process's place in a (possibly one-process) distributed run."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def writes(self) -> bool:
+        return self.rank == 0
+
+
+def start_process(device: str) -> Process:
+    """Join the process group when launched by torchrun (gloo on CPU, NCCL on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if world == 1:
+        return Process(0, 1, torch.device("cuda" if use_cuda else "cpu"))
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local)
+    return Process(dist.get_rank(), world,
+                   torch.device(f"cuda:{local}" if use_cuda else "cpu"))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run trains on: the architecture, settings, split and W's columns."""
+
+    config: ModelConfig
+    settings: MetaSettings
+    split: Split
+    train_clips: tuple[str, ...]
+    data: str
+
+    def to_dict(self) -> dict:
+        settings = dataclasses.asdict(self.settings)
+        return {"format": "vcam-meta-run", "version": 1, "config": self.config.to_dict(),
+                "settings": settings, "split": self.split.to_dict(),
+                "train_clips": list(self.train_clips), "data": self.data}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunPlan:
+        settings = dict(data["settings"])
+        settings["losses"] = LossWeights(**settings["losses"])
+        return cls(ModelConfig.from_dict(data["config"]), MetaSettings(**settings),
+                   Split.from_dict(data["split"]), tuple(data["train_clips"]), data["data"])
+
+
+def plan_run(dataset: Dataset, config: ModelConfig, settings: MetaSettings) -> RunPlan:
+    split = split_identities([clip.identity for clip in dataset.clips],
+                             settings.validation_fraction, settings.seed)
+    train = tuple(sorted(clip.clip_id for clip in dataset.clips if clip.identity in split.train))
+    if not train:
+        raise UserError(f"{dataset.root} has no clips left for training after holding out "
+                        "validation identities: add clips or lower --validation-fraction")
+    return RunPlan(config, settings, split, train, str(dataset.root))
+
+
+def prepare_run(out: Path, data: Path, config: ModelConfig, settings: MetaSettings,
+                resume: bool) -> tuple[RunPlan, Dataset]:
+    """The plan of a new run, or of the run being resumed (whose stored plan wins, except
+    for the number of steps)."""
+    dataset = open_dataset(data)
+    existing = out / RUN_FILE
+    if existing.exists() and not resume:
+        raise UserError(f"{out} already holds a run: pass --resume to continue it, or "
+                        "choose another --out")
+    if resume and existing.exists():
+        plan = RunPlan.from_dict(json.loads(existing.read_text()))
+        if plan.config != config:
+            raise UserError(f"{out} was trained with another --config: resume with the same one")
+        plan = dataclasses.replace(plan, settings=dataclasses.replace(
+            plan.settings, steps=settings.steps))
+        return plan, dataset
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    return plan_run(dataset, config, settings), dataset
+
+
+def training_clips(dataset: Dataset, plan: RunPlan):
+    by_id = {clip.clip_id: clip for clip in dataset.clips}
+    missing = [clip_id for clip_id in plan.train_clips if clip_id not in by_id]
+    if missing:
+        raise UserError(f"{dataset.root} lacks {len(missing)} clips this run trained on "
+                        f"(e.g. {missing[0]}): resume with the same --data")
+    return tuple(by_id[clip_id] for clip_id in plan.train_clips)
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Batch ``i`` is the episodes of step ``first + i``: loader workers can prefetch them
+    without changing what each step sees."""
+
+    def __init__(self, episodes: Episodes, first: int, last: int, rank: int) -> None:
+        self.episodes, self.first, self.last, self.rank = episodes, first, last, rank
+
+    def __len__(self) -> int:
+        return max(0, self.last - self.first)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.episodes.draw(self.first + index, self.rank)
+
+
+def batches(episodes: Episodes, first: int, last: int, rank: int,
+            workers: int) -> Iterator[dict[str, torch.Tensor]]:
+    loader = torch.utils.data.DataLoader(StepBatches(episodes, first, last, rank),
+                                         batch_size=None, num_workers=workers,
+                                         pin_memory=torch.cuda.is_available())
+    yield from loader
+
+
+def fingerprint(models: torch.nn.Module) -> float:
+    """A number that differs between replicas whose weights differ."""
+    with torch.no_grad():
+        return float(sum((p.double() * (1 + (i % 7))).sum() for i, p in
+                         enumerate(models.state_dict().values()) if p.is_floating_point()))
+
+
+def replica_fingerprints(models: torch.nn.Module, process: Process) -> list[float]:
+    value = torch.tensor([fingerprint(models)], dtype=torch.float64, device=process.device)
+    if process.world == 1:
+        return [float(value)]
+    gathered = [torch.zeros_like(value) for _ in range(process.world)]
+    dist.all_gather(gathered, value)
+    return [float(v) for v in gathered]
+
+
+class RunLog:
+    """log.tsv, TensorBoard scalars and the progress bar: rank 0 only."""
+
+    def __init__(self, out: Path, first: int, last: int, enabled: bool, quiet: bool) -> None:
+        self.enabled = enabled
+        self.path = out / LOG_FILE
+        self.started = time.perf_counter()
+        self.writer = None
+        self.bar = None
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=first)
+        self.bar = tqdm(total=last, initial=first, desc="train meta", unit="step",
+                        disable=quiet, dynamic_ncols=True)
+
+    def step(self, step: int, losses: dict[str, float], every: int) -> None:
+        if not self.enabled:
+            return
+        self.bar.update()
+        if step % every and step != 1:
+            return
+        self.bar.set_postfix({key: f"{losses[key]:.3g}" for key in
+                              ("l1", "generator_total", "discriminator") if key in losses})
+        for name, value in losses.items():
+            self.writer.add_scalar(f"train/{name}", value, step)
+        self.append(step, losses)
+
+    def append(self, step: int, losses: dict[str, float]) -> None:
+        new = not self.path.exists()
+        with self.path.open("a") as stream:
+            if new:
+                stream.write("\t".join(["step", "seconds", *losses]) + "\n")
+            elapsed = time.perf_counter() - self.started
+            stream.write("\t".join([str(step), f"{elapsed:.1f}",
+                                    *(f"{v:.5g}" for v in losses.values())]) + "\n")
+
+    def scalar(self, name: str, value: float, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.bar is not None:
+            self.bar.close()
+
+
+@torch.no_grad()
+def sample_grid(trainer: MetaTrainer, clips, shots: int, size: int) -> tuple[np.ndarray, float]:
+    """Rows of (first enrollment frame | target landmarks | generated | real) for a few
+    clips: each is enrolled from its first ``shots`` frames and driven by its last frame.
+    Returns the grid and the mean L1 of the generated frames."""
+    models = trainer.models
+    models.eval()
+    rows, errors = [], []
+    for clip in clips:
+        shots_used = [load_example(clip, i, size) for i in range(min(shots, len(clip) - 1))]
+        frames = torch.stack([frame for frame, _ in shots_used]).to(trainer.device)
+        landmarks = torch.stack([mark for _, mark in shots_used]).to(trainer.device)
+        target, target_landmarks = load_example(clip, len(clip) - 1, size)
+        embedding = models.embedder(frames, landmarks).mean(dim=0, keepdim=True)
+        fake = models.generator(target_landmarks[None].to(trainer.device), e=embedding)[0]
+        errors.append(float((fake.cpu() - target).abs().mean()))
+        rows.append(np.hstack([to_image(frames[0]), to_image(target_landmarks),
+                               to_image(fake), to_image(target)]))
+    models.train()
+    return np.vstack(rows), float(np.mean(errors))
+
+
+def save_samples(out: Path, step: int, trainer: MetaTrainer, clips, plan: RunPlan,
+                 log: RunLog) -> None:
+    grid, error = sample_grid(trainer, clips, plan.settings.shots, plan.config.image_size)
+    folder = out / "samples"
+    folder.mkdir(exist_ok=True)
+    cv2.imwrite(str(folder / f"step-{step:07d}.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    log.scalar("validation/l1", error, step)
+
+
+def sample_clips(dataset: Dataset, plan: RunPlan, count: int = 4):
+    """Clips of validation identities (training ones when none are held out)."""
+    held = [clip for clip in dataset.clips if clip.identity in plan.split.validation]
+    chosen = held or [clip for clip in dataset.clips if clip.clip_id in plan.train_clips]
+    return [clip for clip in chosen if len(clip) >= 2][:count]
+
+
+def wrap_for(process: Process):
+    if process.world == 1:
+        return lambda module: module
+    ids = [process.device.index] if process.device.type == "cuda" else None
+    return lambda module: torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+
+def build_trainer(plan: RunPlan, process: Process, out: Path) -> tuple[MetaTrainer, int]:
+    """Networks, optimisers and losses, restored from the latest checkpoint if any; returns
+    the trainer and the number of steps already done."""
+    torch.manual_seed(plan.settings.seed)
+    models = MetaModels(plan.config, len(plan.train_clips))
+    latest = latest_checkpoint(out)
+    checkpoint = load_checkpoint(latest) if latest is not None else None
+    if checkpoint is not None:
+        restore_modules(checkpoint, {"models": models})
+    models.to(process.device).train()
+    trainer = MetaTrainer(models, plan.settings, process.device, wrap_for(process))
+    if checkpoint is not None:
+        restore_optimisers(checkpoint, trainer.optimisers)
+    return trainer, checkpoint.step if checkpoint is not None else 0
+
+
+def checkpoint_now(out: Path, step: int, trainer: MetaTrainer, plan: RunPlan,
+                   process: Process) -> None:
+    prints = replica_fingerprints(trainer.models, process)
+    if process.writes:
+        save_checkpoint(out, step, {"models": trainer.models}, trainer.optimisers,
+                        {"replica_fingerprints": prints, "world_size": process.world,
+                         "config": plan.config.to_dict()},
+                        keep=plan.settings.keep_checkpoints)
+
+
+@dataclass
+class TrainResult:
+    out: str
+    steps: int
+    first_step: int
+    seconds: float
+    last_losses: dict
+
+
+def run_meta_training(data: Path, out: Path, config: ModelConfig, settings: MetaSettings,
+                      resume: bool = False, device: str = "auto",
+                      quiet: bool = False) -> TrainResult:
+    """Train (or continue training) until ``settings.steps``; see the module docstring."""
+    process = start_process(device)
+    try:
+        return train_process(data, out, config, settings, resume, process, quiet)
+    finally:
+        if process.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train_process(data: Path, out: Path, config: ModelConfig, settings: MetaSettings,
+                  resume: bool, process: Process, quiet: bool) -> TrainResult:
+    plan, dataset = prepare_run(out, data, config, settings, resume)
+    clips = training_clips(dataset, plan)
+    if process.writes:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / RUN_FILE, json.dumps(plan.to_dict(), indent=1))
+    trainer, first = build_trainer(plan, process, out)
+    episodes = Episodes(clips, plan.settings.shots, plan.config.image_size,
+                        plan.settings.batch, plan.settings.seed)
+    log = RunLog(out, first, plan.settings.steps, process.writes, quiet)
+    started, losses, step = time.perf_counter(), {}, first
+    try:
+        for step, batch in enumerate(batches(episodes, first, plan.settings.steps,
+                                             process.rank, plan.settings.loader_workers),
+                                     start=first + 1):
+            losses = train_step(trainer, batch, step, out)
+            log.step(step, losses, plan.settings.log_every)
+            every = plan.settings
+            if step % every.checkpoint_every == 0 or step == plan.settings.steps:
+                checkpoint_now(out, step, trainer, plan, process)
+            if process.writes and (step % every.sample_every == 0 or step == every.steps):
+                save_samples(out, step, trainer, sample_clips(dataset, plan), plan, log)
+    finally:
+        log.close()
+    return TrainResult(str(out), step, first, time.perf_counter() - started, losses)
+
+
+def train_step(trainer: MetaTrainer, batch, step: int, out: Path) -> dict[str, float]:
+    try:
+        return trainer.step(batch)
+    except DivergedError as error:
+        latest = latest_checkpoint(out)
+        kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved"
+        raise UserError(f"training diverged at step {step}: {error}; {kept}") from None
