@@ -34,3 +34,24 @@ def shared_data() -> Path:
     if not (folder / "MANIFEST.tsv").is_file():
         pytest.skip(f"the shared corpus is not at {folder} (set VCAM_SHARED_DATA)")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A preprocessed 64 px dataset of three synthetic 'people' (the astronaut at three
+    sizes and colourings), 16 frames each."""
+    from vcam.data.preprocess import PreprocessSettings, run_preprocess
+    from vcam.data.synthetic import moving_face_frames, write_video
+
+    root = tmp_path_factory.mktemp("tiny")
+    videos = root / "videos"
+    videos.mkdir()
+    for person in range(3):
+        frames = (np.ascontiguousarray(np.roll(frame, person, axis=2))
+                  for frame in moving_face_frames(16, 320, 240, face_size=90 + 10 * person))
+        write_video(str(videos / f"person{person}.mp4"), frames)
+    (root / "manifest.tsv").write_text("path\tidentity\n" + "".join(
+        f"videos/person{person}.mp4\tperson{person}\n" for person in range(3)))
+    run_preprocess([videos], root / "dataset", PreprocessSettings(size=64),
+                   manifest=root / "manifest.tsv")
+    return root / "dataset"
