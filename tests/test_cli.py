@@ -50,3 +50,22 @@ def test_landmark_bench_reports_figures(tmp_path, capsys):
     assert per_frame["detect_every_frame"]["mean_ms"] > 0
     assert report["preprocess"]["source"] == "synthetic astronaut clips"
     assert report["preprocess"]["frames_kept"] == 100
+
+
+@pytest.mark.slow
+def test_train_bench_reports_seconds_per_step(capsys):
+    code = main(["bench", "train", "--config", "tiny", "--steps", "1", "--shots", "2",
+                 "--vgg", "none", "--no-identity-loss", "--device", "cpu", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"] == "tiny" and report["steps"] == 1
+    assert report["seconds_per_step_median"] > 0
+    assert report["peak_rss_mb"] >= report["rss_before_steps_mb"] > 0
+
+
+def test_train_meta_refuses_bad_data_in_one_line(tmp_path):
+    result = run_vcam("train", "meta", "--data", str(tmp_path), "--config", "tiny",
+                      "--out", str(tmp_path / "run"), "--vgg", "none")
+    assert result.returncode == 2
+    assert "not a preprocessed dataset" in result.stderr
+    assert result.stderr.strip().count("\n") == 0

@@ -240,6 +240,47 @@ def add_bench(commands) -> None:
     landmarks.add_argument("--clips", type=positive_int, default=12)
     landmarks.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1)
     landmarks.add_argument("--json", action="store_true")
+    add_train_bench(benches)
+
+
+def add_train_bench(benches) -> None:
+    train = benches.add_parser("train", help="seconds per meta-learning step and peak memory")
+    train.set_defaults(bench_handler=run_train_bench_command)
+    train.add_argument("--config", choices=("tiny", "cpu", "paper"), default="cpu")
+    train.add_argument("--steps", type=positive_int, default=5)
+    train.add_argument("--batch", type=positive_int, default=2)
+    train.add_argument("--shots", type=positive_int, default=8)
+    train.add_argument("--vgg", default="auto", help="as for `vcam train meta`")
+    train.add_argument("--no-identity-loss", action="store_true")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    train.add_argument("--data", type=Path, help="a `vcam preprocess` folder (default: "
+                       "synthetic clips)")
+    train.add_argument("--json", action="store_true")
+
+
+def run_train_bench_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from vcam.bench.train import run_train_bench
+    from vcam.train.meta import MetaSettings
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    settings = MetaSettings(shots=args.shots, batch=args.batch,
+                            vgg_weights=vgg_weights_setting(args.vgg),
+                            identity_loss=not args.no_identity_loss)
+    report = run_train_bench(args.config, args.steps, settings, device, args.data)
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"train meta, {report['config']} config on {report['device']}: batch "
+          f"{report['batch']}, K={report['shots']}, VGG loss {report['vgg_loss']}, "
+          f"identity loss {report['identity_loss']}")
+    print(f"  {report['seconds_per_step_median']:.2f} s per step (median of "
+          f"{report['steps']}), peak memory {report['peak_rss_mb']:.0f} MB resident"
+          + (f", {report['peak_cuda_mb']:.0f} MB CUDA" if "peak_cuda_mb" in report else ""))
+    return 0
 
 
 def run_landmark_bench_command(args: argparse.Namespace) -> int:
