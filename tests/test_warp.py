@@ -1,0 +1,204 @@
+"""The piecewise-affine warp on the landmark triangulation."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vcam.landmarks.align import crop_face, crop_transform_for
+from vcam.warp import (
+    PiecewiseAffineWarp,
+    border_points,
+    double_areas,
+    remap,
+    to_grid_sample,
+    triangulate,
+)
+
+SIZE = 256
+# iBUG indices of landmarks with no other landmark within 5 px: the jaw's ends, the chin and
+# a mouth corner. (Near crowded landmarks such as the nose tip, a (6, -4) px move stretches
+# the triangles around it so unevenly that a dot's centroid drifts by more than a pixel from
+# the landmark's image; test_every_landmark_samples_its_source_landmark covers all 68.)
+ROOMY_LANDMARKS = (0, 8, 16, 48)
+
+
+@pytest.fixture(scope="module")
+def face(astronaut_image, dlib_detector) -> tuple[np.ndarray, np.ndarray]:
+    """The astronaut's 256 px face crop and its landmarks in crop coordinates."""
+    points = dlib_detector.detect(astronaut_image)[0].points
+    transform = crop_transform_for(points, size=SIZE)
+    return crop_face(astronaut_image, transform), transform.to_crop(points)
+
+
+@pytest.fixture(scope="module")
+def warp(face) -> PiecewiseAffineWarp:
+    return PiecewiseAffineWarp(face[1], SIZE)
+
+
+def dot_centre(image: np.ndarray) -> np.ndarray:
+    """Intensity-weighted centre (x, y) of a bright dot on black."""
+    weights = image.astype(np.float64).sum(axis=2)
+    rows, columns = np.mgrid[: weights.shape[0], : weights.shape[1]]
+    return np.array([(columns * weights).sum(), (rows * weights).sum()]) / weights.sum()
+
+
+def hull_mask(points: np.ndarray, erode: int) -> np.ndarray:
+    """Boolean mask of the convex hull of ``points``, eroded by ``erode`` pixels."""
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 1)
+    return cv2.erode(mask, np.ones((2 * erode + 1, 2 * erode + 1), np.uint8)).astype(bool)
+
+
+def max_difference(first: np.ndarray, second: np.ndarray) -> int:
+    return int(np.abs(first.astype(int) - second.astype(int)).max())
+
+
+def test_border_points_ring_the_image():
+    points = border_points(SIZE)
+    assert points.shape == (16, 2) and points.dtype == np.float32
+    on_border = (points == 0) | (points == SIZE - 1)
+    assert on_border.any(axis=1).all()
+    corners = {(0.0, 0.0), (SIZE - 1.0, 0.0), (0.0, SIZE - 1.0), (SIZE - 1.0, SIZE - 1.0)}
+    assert corners <= set(map(tuple, points.tolist()))
+    assert len(np.unique(points, axis=0)) == len(points)
+
+
+def test_triangles_tile_the_whole_image(face):
+    vertices = np.concatenate([face[1], border_points(SIZE)])
+    triangles = triangulate(vertices)
+    areas = double_areas(vertices[triangles].astype(np.float64))
+    assert (areas > 0).all()
+    assert areas.sum() / 2 == pytest.approx((SIZE - 1) ** 2)
+
+
+def test_identical_landmarks_return_the_source(face, warp):
+    image, points = face
+    warped = warp.warp(image, points)
+    assert warped.shape == image.shape and warped.dtype == np.uint8
+    assert max_difference(warped, image) <= 1
+    inside = hull_mask(points, erode=0)
+    assert max_difference(warped[inside], image[inside]) <= 1
+
+
+@pytest.mark.parametrize("landmark", ROOMY_LANDMARKS)
+def test_a_moved_landmark_carries_its_dot_there(face, warp, landmark):
+    points = face[1]
+    source = np.zeros((SIZE, SIZE, 3), np.uint8)
+    centre = np.round(points[landmark] * 16).astype(int)
+    cv2.circle(source, tuple(centre.tolist()), 16, (255, 255, 255), -1, cv2.LINE_AA, 4)
+    np.testing.assert_allclose(dot_centre(source), points[landmark], atol=0.1)
+    target = points.copy()
+    target[landmark] += (6.0, -4.0)
+    np.testing.assert_allclose(dot_centre(warp.warp(source, target)), target[landmark],
+                               atol=1.0)
+
+
+def test_every_landmark_samples_its_source_landmark(face, warp):
+    points = face[1]
+    # A head turn without folds: rotate by 6 degrees, scale by 1.05, shift by (3, -2) px.
+    turn = cv2.getRotationMatrix2D(tuple(points.mean(axis=0).tolist()), 6, 1.05)
+    target = (points @ turn[:, :2].T + turn[:, 2] + (3, -2)).astype(np.float32)
+    sample = warp.sample_map(target)
+    at_targets = remap(sample, target[None])[0]
+    np.testing.assert_allclose(at_targets, points, atol=0.5)
+
+
+def landmark_triangles_mask(warp: PiecewiseAffineWarp, points: np.ndarray,
+                            erode: int) -> np.ndarray:
+    """Where the triangles with only landmark corners (no border point) lie for ``points``,
+    eroded by ``erode`` pixels."""
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    for triangle in warp.triangles[(warp.triangles < warp.num_points).all(axis=1)]:
+        cv2.fillConvexPoly(mask, np.round(points[triangle] * 16).astype(np.int32), 1,
+                           cv2.LINE_8, 4)
+    return cv2.erode(mask, np.ones((2 * erode + 1, 2 * erode + 1), np.uint8)).astype(bool)
+
+
+def test_translating_every_landmark_moves_the_interior(face, warp):
+    image, points = face
+    shift_x, shift_y = 5, -3
+    target = points + np.float32([shift_x, shift_y])
+    warped = warp.warp(image, target)
+    shifted = np.roll(image, (shift_y, shift_x), axis=(0, 1))
+    inside = landmark_triangles_mask(warp, target, erode=1)
+    assert inside.sum() > 10000
+    assert max_difference(warped[inside], shifted[inside]) <= 1
+    edges = np.zeros((SIZE, SIZE), bool)
+    edges[[0, -1], :] = edges[:, [0, -1]] = True
+    assert max_difference(warped[edges], image[edges]) <= 1
+
+
+@pytest.mark.parametrize("case", ["collapsed", "reversed", "mirrored", "noisy", "far_away",
+                                  "on_the_border"])
+def test_degenerate_targets_still_warp(face, warp, case):
+    image, points = face
+    rng = np.random.default_rng(7)
+    targets = {
+        "collapsed": np.full_like(points, SIZE / 2),
+        "reversed": points[::-1],
+        "mirrored": np.stack([SIZE - 1 - points[:, 0], points[:, 1]], axis=1),
+        "noisy": points + rng.normal(0, 30, points.shape).astype(np.float32),
+        "far_away": points * 1e6,
+        "on_the_border": np.zeros_like(points),
+    }
+    sample = warp.sample_map(targets[case])
+    assert sample.shape == (SIZE, SIZE, 2) and np.isfinite(sample).all()
+    warped = warp.warp(image, targets[case])
+    assert warped.shape == image.shape and warped.dtype == np.uint8
+
+
+def test_non_finite_or_misshapen_targets_are_refused(face, warp):
+    image, points = face
+    broken = points.copy()
+    broken[3, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        warp.warp(image, broken)
+    with pytest.raises(ValueError, match="68 target points"):
+        warp.warp(image, points[:60])
+    with pytest.raises(ValueError, match="256x256"):
+        warp.warp(image[:128], points)
+
+
+def test_the_dense_map_is_what_warp_samples(face, warp):
+    image, points = face
+    target = points + np.random.default_rng(3).normal(0, 3, points.shape).astype(np.float32)
+    sample = warp.sample_map(target)
+    assert sample.dtype == np.float32
+    expected = cv2.remap(image, sample, None, cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    np.testing.assert_array_equal(warp.warp(image, target), expected)
+
+
+def test_identity_map_is_the_pixel_grid(face, warp):
+    sample = warp.sample_map(face[1])
+    rows, columns = np.mgrid[:SIZE, :SIZE]
+    np.testing.assert_allclose(sample, np.stack([columns, rows], axis=2), atol=1e-3)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_grid_sample_coordinates_match_remap(face, warp, align_corners):
+    image, points = face
+    target = points + np.float32([2.5, 1.5])
+    sample = warp.sample_map(target)
+    pixels = image.astype(np.float32)
+    expected = remap(pixels, sample)
+    grid = torch.from_numpy(to_grid_sample(sample, align_corners))[None]
+    batch = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+    sampled = F.grid_sample(batch, grid, mode="bilinear", padding_mode="border",
+                            align_corners=align_corners)[0].permute(1, 2, 0).numpy()
+    assert np.abs(sampled - expected).mean() < 0.1
+    assert np.abs(sampled - expected).max() < 4
+
+
+def test_a_given_triangulation_is_used(face):
+    image, points = face
+    shared = PiecewiseAffineWarp(points, SIZE).triangles
+    warp = PiecewiseAffineWarp(points, SIZE, triangles=shared[:10])
+    np.testing.assert_array_equal(warp.triangles, shared[:10])
+    assert max_difference(warp.warp(image, points), image) <= 1
+    with pytest.raises(ValueError, match="vertex indices"):
+        PiecewiseAffineWarp(points, SIZE, triangles=np.arange(8))

@@ -1,0 +1,29 @@
+"""Evaluation: self-reenactment metrics, the warping baseline and the report."""
+
+from vcam.eval.metrics import (
+    PSNR_CAP_DB,
+    FaceDescriptor,
+    IdentityScorer,
+    Redetection,
+    clip_means,
+    overall_means,
+    pose_error,
+    psnr,
+    redetect_landmarks,
+    ssim,
+    temporal_flicker,
+)
+
+__all__ = [
+    "PSNR_CAP_DB",
+    "FaceDescriptor",
+    "IdentityScorer",
+    "Redetection",
+    "clip_means",
+    "overall_means",
+    "pose_error",
+    "psnr",
+    "redetect_landmarks",
+    "ssim",
+    "temporal_flicker",
+]

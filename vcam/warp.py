@@ -1,0 +1,223 @@
+"""Piecewise-affine warping of a face image on its landmark triangulation.
+
+One implementation shared by the evaluation's warping baseline and the warp-guided generator.
+A :class:`PiecewiseAffineWarp` is built once from the *source* image's 68 landmarks: they are
+joined with fixed points on the image border and triangulated (Delaunay over the source
+points), and that triangulation is kept for every target frame, so a triangle's neighbours
+never change from frame to frame and the per-frame cost is a rasterisation and one remap.
+
+For a target pose the warp is a dense backward map: every output pixel finds the target
+triangle it lies in, and that triangle's affine (target -> source) gives the source position
+to sample. Coordinates are pixel coordinates with pixel centres at integers (the convention of
+the landmark detectors and of ``cv2.remap``); the border points sit on the centres of the
+outermost pixels, so the triangles cover every pixel while the border stays fixed.
+
+Folds: when target points cross each other some target triangles turn over (their orientation
+differs from the source's). Such triangles are drawn first and every well-oriented triangle is
+drawn over them, so a pixel takes a well-oriented triangle's affine wherever one covers it.
+Triangles that collapse to (almost) no area are skipped; a pixel no triangle covers takes the
+affine of the nearest covered pixel, or the identity when nothing is covered at all.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import Delaunay
+
+# Border points per image side: corners plus BORDER_DIVISIONS - 1 points along every edge.
+BORDER_DIVISIONS = 4
+# Sub-pixel precision of the triangle rasterisation: coordinates are multiplied by 2**SHIFT.
+SHIFT = 4
+# A target triangle whose doubled area (px^2) is below this is treated as collapsed.
+MIN_DOUBLE_AREA = 1e-2
+# Target coordinates are clipped to this many image sides beyond the border, which keeps the
+# fixed-point rasterisation far from integer overflow whatever the input.
+MAX_REACH = 8.0
+# Row of the coefficient table that holds the identity (for pixels no triangle covers).
+IDENTITY = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+
+def border_points(size: int, divisions: int = BORDER_DIVISIONS) -> np.ndarray:
+    """Fixed points on the border of a ``size`` x ``size`` image, float32 (4 * divisions, 2).
+
+    The corners and ``divisions - 1`` evenly spaced points on every edge, all on the centres
+    of the outermost pixels (coordinates 0 and ``size - 1``), clockwise from the top left.
+    """
+    if size < 2 or divisions < 1:
+        raise ValueError(f"need size >= 2 and divisions >= 1, got {size} and {divisions}")
+    steps = np.linspace(0.0, size - 1.0, divisions + 1)[:-1]
+    last = np.full_like(steps, size - 1.0)
+    first = np.zeros_like(steps)
+    top = np.stack([steps, first], axis=1)
+    right = np.stack([last, steps], axis=1)
+    bottom = np.stack([last - steps, last], axis=1)
+    left = np.stack([first, last - steps], axis=1)
+    return np.concatenate([top, right, bottom, left]).astype(np.float32)
+
+
+def triangulate(points: np.ndarray) -> np.ndarray:
+    """Delaunay triangles of ``points`` (N, 2) as vertex indices, int32 (T, 3).
+
+    Every triangle is ordered so that its doubled signed area (see :func:`double_areas`) is
+    positive, and triangles without area are left out. Of points that coincide exactly only
+    one is used.
+    """
+    vertices = np.asarray(points, np.float64)
+    triangles = Delaunay(vertices).simplices.astype(np.int32)
+    areas = double_areas(vertices[triangles])
+    triangles[areas < 0] = triangles[areas < 0][:, ::-1]
+    return np.ascontiguousarray(triangles[np.abs(areas) > MIN_DOUBLE_AREA])
+
+
+def double_areas(corners: np.ndarray) -> np.ndarray:
+    """Twice the signed area of each triangle in ``corners`` (T, 3, 2)."""
+    first = corners[:, 1] - corners[:, 0]
+    second = corners[:, 2] - corners[:, 0]
+    return first[:, 0] * second[:, 1] - first[:, 1] * second[:, 0]
+
+
+def triangle_affines(targets: np.ndarray, sources: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The affine of every triangle that maps its target corners onto its source corners.
+
+    ``targets`` and ``sources`` are (T, 3, 2). Returns the coefficients (T, 6) as
+    ``(a, b, c, d, e, f)`` with ``source = (a x + b y + c, d x + e y + f)``, and the doubled
+    signed target areas (T,). A collapsed target triangle gets the identity.
+    """
+    target_edges = np.stack([targets[:, 1] - targets[:, 0], targets[:, 2] - targets[:, 0]], 2)
+    source_edges = np.stack([sources[:, 1] - sources[:, 0], sources[:, 2] - sources[:, 0]], 2)
+    areas = double_areas(targets)
+    usable = np.abs(areas) > MIN_DOUBLE_AREA
+    safe_areas = np.where(usable, areas, 1.0)
+    # Inverse of the 2x2 matrix whose columns are the target edges.
+    inverse = np.stack([
+        np.stack([target_edges[:, 1, 1], -target_edges[:, 0, 1]], 1),
+        np.stack([-target_edges[:, 1, 0], target_edges[:, 0, 0]], 1),
+    ], 1) / safe_areas[:, None, None]
+    linear = source_edges @ inverse
+    offset = sources[:, 0] - np.einsum("tij,tj->ti", linear, targets[:, 0])
+    coefficients = np.concatenate([linear, offset[:, :, None]], axis=2).reshape(-1, 6)
+    coefficients[~usable] = IDENTITY
+    return coefficients, areas
+
+
+def drawing_order(target_areas: np.ndarray, source_areas: np.ndarray) -> np.ndarray:
+    """Indices of the triangles to draw, in order: turned-over triangles first, then the
+    well-oriented ones from the smallest to the largest (a shared edge pixel goes to the last
+    drawn, the better conditioned neighbour); collapsed triangles are left out."""
+    usable = np.abs(target_areas) > MIN_DOUBLE_AREA
+    turned = usable & (np.sign(target_areas) != np.sign(source_areas))
+    upright = usable & ~turned
+    by_size = np.argsort(np.abs(target_areas), kind="stable")
+    return np.concatenate([np.flatnonzero(turned), by_size[upright[by_size]]])
+
+
+def fill_uncovered(index_map: np.ndarray, fallback: int) -> np.ndarray:
+    """Give every uncovered pixel (index < 0) the index of the nearest covered pixel, or
+    ``fallback`` when no pixel is covered."""
+    uncovered = index_map < 0
+    if not uncovered.any():
+        return index_map
+    if uncovered.all():
+        index_map[:] = fallback
+        return index_map
+    rows, columns = ndimage.distance_transform_edt(uncovered, return_distances=False,
+                                                   return_indices=True)
+    return index_map[rows, columns]
+
+
+class PiecewiseAffineWarp:
+    """Warps one source image so that its landmarks move to target landmarks.
+
+    Built once per source (e.g. an avatar's enrollment crop) from its landmarks, float (N, 2)
+    pixel coordinates of the square ``size`` x ``size`` image; the triangulation of those
+    points and the border points is computed here (or taken from ``triangles``, vertex
+    indices into the landmarks followed by :func:`border_points`) and reused for every target.
+    """
+
+    def __init__(self, source_points: np.ndarray, size: int,
+                 triangles: np.ndarray | None = None,
+                 border_divisions: int = BORDER_DIVISIONS) -> None:
+        points = check_points(source_points)
+        self.size = size
+        self.num_points = len(points)
+        self.border = border_points(size, border_divisions).astype(np.float64)
+        self.source_vertices = np.concatenate([points, self.border])
+        self.triangles = (triangulate(self.source_vertices) if triangles is None
+                          else np.asarray(triangles, np.int32))
+        if self.triangles.ndim != 2 or self.triangles.shape[1] != 3:
+            raise ValueError(f"triangles must be (T, 3) vertex indices, got "
+                             f"{self.triangles.shape}")
+        self.source_corners = self.source_vertices[self.triangles]
+        self.source_areas = double_areas(self.source_corners)
+        columns, rows = np.meshgrid(np.arange(size, dtype=np.float32),
+                                    np.arange(size, dtype=np.float32))
+        self._columns, self._rows = columns, rows
+
+    def target_vertices(self, target_points: np.ndarray) -> np.ndarray:
+        """The target landmarks (clipped to a sane range) followed by the fixed border."""
+        points = check_points(target_points)
+        if len(points) != self.num_points:
+            raise ValueError(f"expected {self.num_points} target points, got {len(points)}")
+        reach = MAX_REACH * self.size
+        return np.concatenate([np.clip(points, -reach, self.size + reach), self.border])
+
+    def triangle_index_map(self, target_corners: np.ndarray,
+                           target_areas: np.ndarray) -> np.ndarray:
+        """int32 (size, size): the triangle each output pixel takes its affine from; the
+        identity row (index T) where no triangle is usable."""
+        index_map = np.full((self.size, self.size), -1, np.int32)
+        fixed = np.round(target_corners * (1 << SHIFT)).astype(np.int32)
+        for triangle in drawing_order(target_areas, self.source_areas):
+            cv2.fillConvexPoly(index_map, fixed[triangle], int(triangle), cv2.LINE_8, SHIFT)
+        return fill_uncovered(index_map, len(self.triangles))
+
+    def sample_map(self, target_points: np.ndarray) -> np.ndarray:
+        """The dense backward map, float32 (size, size, 2): for every output pixel the (x, y)
+        source pixel to sample, ready for ``cv2.remap`` (see :func:`to_grid_sample` for
+        ``torch.nn.functional.grid_sample``)."""
+        target_corners = self.target_vertices(target_points)[self.triangles]
+        coefficients, target_areas = triangle_affines(target_corners, self.source_corners)
+        table = np.concatenate([coefficients, IDENTITY[None]]).astype(np.float32)
+        # np.take is several times faster than fancy indexing for this gather.
+        per_pixel = np.take(table, self.triangle_index_map(target_corners, target_areas), 0)
+        columns, rows = self._columns, self._rows
+        sample = np.empty((self.size, self.size, 2), np.float32)
+        sample[..., 0] = per_pixel[..., 0] * columns + per_pixel[..., 1] * rows + per_pixel[..., 2]
+        sample[..., 1] = per_pixel[..., 3] * columns + per_pixel[..., 4] * rows + per_pixel[..., 5]
+        return sample
+
+    def warp(self, source_image: np.ndarray, target_points: np.ndarray) -> np.ndarray:
+        """``source_image`` (size, size[, C], any dtype ``cv2.remap`` takes) warped so that
+        its landmarks land on ``target_points``; bilinear, border pixels repeat outside."""
+        if source_image.shape[:2] != (self.size, self.size):
+            raise ValueError(f"expected a {self.size}x{self.size} image, got "
+                             f"{source_image.shape}")
+        return remap(source_image, self.sample_map(target_points))
+
+
+def remap(image: np.ndarray, sample_map: np.ndarray) -> np.ndarray:
+    """Sample ``image`` at the (x, y) positions of ``sample_map`` (H, W, 2), bilinearly."""
+    return cv2.remap(image, sample_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def to_grid_sample(sample_map: np.ndarray, align_corners: bool = False) -> np.ndarray:
+    """A pixel sample map (H, W, 2) in the normalised [-1, 1] coordinates of
+    ``torch.nn.functional.grid_sample`` with the same ``align_corners`` (add a batch axis
+    with ``torch.from_numpy(grid)[None]``)."""
+    height, width = sample_map.shape[:2]
+    extent = np.array([width, height], np.float32)
+    if align_corners:
+        return (2 * sample_map / (extent - 1) - 1).astype(np.float32)
+    return ((2 * sample_map + 1) / extent - 1).astype(np.float32)
+
+
+def check_points(points: np.ndarray) -> np.ndarray:
+    """Landmarks as float64 (N, 2); raises ValueError for another shape or a non-finite value."""
+    array = np.asarray(points, np.float64)
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError(f"expected points of shape (N, 2), got {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError("points must be finite")
+    return array
