@@ -55,3 +55,33 @@ def tiny_dataset(tmp_path_factory) -> Path:
     run_preprocess([videos], root / "dataset", PreprocessSettings(size=64),
                    manifest=root / "manifest.tsv")
     return root / "dataset"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A `tiny` model (randomly initialised, seeded) saved as a training checkpoint."""
+    import torch
+
+    from vcam.models.config import get_config
+    from vcam.models.store import MetaModels
+    from vcam.train.checkpoint import save_checkpoint
+
+    run = tmp_path_factory.mktemp("model") / "run"
+    torch.manual_seed(0)
+    config = get_config("tiny")
+    save_checkpoint(run, 0, {"models": MetaModels(config, 3)}, {}, {"config": config.to_dict()})
+    return run
+
+
+@pytest.fixture
+def vcam_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("VCAM_HOME", str(home))
+    return home
+
+
+def write_rgb(path: Path, image: np.ndarray) -> Path:
+    import cv2
+
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return path

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     add_preprocess(commands)
     add_train(commands)
+    add_enroll(commands)
+    add_avatars(commands)
     add_bench(commands)
     return parser
 
@@ -224,6 +226,136 @@ def run_train_meta_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_enroll(commands) -> None:
+    command = add_command(
+        commands, "enroll",
+        "Create an avatar of a face from one photo (or a few, a clip, or a webcam snapshot).",
+        run_enroll_command)
+    command.add_argument("photos", nargs="*", type=Path, metavar="PHOTO",
+                         help="photos of one person (the largest face in each is used)")
+    command.add_argument("--name", required=True, help="the avatar's name")
+    command.add_argument("--model", type=Path,
+                         help="meta-learned model: a `vcam train meta` run or checkpoint "
+                         "folder, or a model file (default: the model shipped with vcam)")
+    command.add_argument("--steps", type=int, default=0,
+                         help="fine-tuning steps (0: feed-forward only, instant)")
+    command.add_argument("--out", type=Path,
+                         help="where to write the bundle (default: the avatar folder)")
+    command.add_argument("--force", action="store_true", help="replace an existing avatar")
+    command.add_argument("--video", type=Path, help="enroll from frames of this clip")
+    command.add_argument("--frames", type=positive_int, default=8,
+                         help="frames taken from --video (default 8)")
+    command.add_argument("--snapshot", action="store_true",
+                         help="take the photo with the webcam after a countdown")
+    command.add_argument("--camera", default="0", help="camera index for --snapshot")
+    command.add_argument("--countdown", type=float, default=3.0,
+                         help="seconds of countdown before the snapshot")
+    command.add_argument("--no-preview", action="store_true",
+                         help="no preview window during --snapshot")
+    command.add_argument("--vgg", default="auto", help="VGG19 weights for fine-tuning's "
+                         "content loss (as for `vcam train meta`)")
+    command.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    command.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def enrollment_photos(args: argparse.Namespace, detector) -> list:
+    from vcam.enroll import capture_snapshot, read_photo, video_photos
+
+    sources = sum([bool(args.photos), args.video is not None, args.snapshot])
+    if sources != 1:
+        raise UserError("give photos, or --video FILE, or --snapshot (exactly one of them)")
+    if args.snapshot:
+        return [capture_snapshot(args.camera, detector, seconds=args.countdown,
+                                 preview=not args.no_preview)]
+    if args.video is not None:
+        return video_photos(args.video, args.frames)
+    return [read_photo(path) for path in args.photos]
+
+
+def run_enroll_command(args: argparse.Namespace) -> int:
+    from vcam.avatar import avatar_path, save_avatar
+    from vcam.enroll import enroll, warn
+    from vcam.landmarks.detector import create_detector
+    from vcam.models.store import default_model_path, load_models
+    from vcam.train.finetune import FineTuneSettings
+
+    out = args.out or avatar_path(args.name)
+    if out.exists() and not args.force:
+        raise UserError(f"{out} already exists: pass --force to replace it")
+    if args.steps < 0:
+        raise UserError("--steps must be 0 or more")
+    model_path = args.model or default_model_path()
+    models = load_models(model_path, args.device)
+    detector = create_detector("dlib")
+    photos = enrollment_photos(args, detector)
+    settings = FineTuneSettings(
+        steps=args.steps, identity_loss=True,
+        vgg_weights=vgg_weights_setting(args.vgg) if args.steps else None)
+    with FineTuneProgress(args.steps, quiet=args.json) as progress:
+        avatar, enrollment = enroll(photos, args.name, models, detector, settings,
+                                    str(model_path), progress.update)
+    for message in enrollment.warnings:
+        warn(message)
+    save_avatar(avatar, out, force=args.force)
+    result = {"name": args.name, "path": str(out), "shots": len(photos),
+              "finetune_steps": args.steps, "warnings": enrollment.warnings}
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        mode = f"fine-tuned {args.steps} steps" if args.steps else "feed-forward"
+        print(f"avatar {args.name!r} ({len(photos)} photo(s), {mode}) saved to {out}")
+    return 0
+
+
+class FineTuneProgress:
+    """A progress bar with the losses, shown only when there is fine-tuning to do."""
+
+    def __init__(self, steps: int, quiet: bool) -> None:
+        self.steps, self.quiet, self.bar = steps, quiet, None
+
+    def __enter__(self) -> FineTuneProgress:
+        if self.steps > 0:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.steps, desc="fine-tune", unit="step",
+                            disable=self.quiet, file=sys.stderr)
+        return self
+
+    def update(self, step: int, losses: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.update()
+            self.bar.set_postfix({key: f"{value:.3g}" for key, value in losses.items()})
+
+    def __exit__(self, *exc_info) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def add_avatars(commands) -> None:
+    command = add_command(commands, "avatars", "List the enrolled avatars.",
+                          run_avatars_command)
+    command.add_argument("--json", action="store_true")
+
+
+def run_avatars_command(args: argparse.Namespace) -> int:
+    from vcam.avatar import avatars_dir, list_avatars
+
+    entries = list_avatars()
+    if args.json:
+        print(json.dumps(entries, indent=1))
+        return 0
+    if not entries:
+        print(f"no avatars in {avatars_dir()}: create one with `vcam enroll PHOTO --name NAME`")
+    for entry in entries:
+        if "error" in entry:
+            print(f"{entry['name']:<20} unreadable  {entry['path']}")
+            continue
+        mode = f"FT {entry['finetune_steps']}" if entry["finetune_steps"] else "FF"
+        print(f"{entry['name']:<20} {entry['config']:<6} {entry['shots']} shot(s) {mode:<7} "
+              f"{entry['megabytes']:>6} MB  {entry['created']}  {entry['path']}")
+    return 0
+
+
 def add_bench(commands) -> None:
     command = add_command(commands, "bench", "Measure speed and print the figures.",
                           lambda args: args.bench_handler(args))
@@ -241,6 +373,7 @@ def add_bench(commands) -> None:
     landmarks.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1)
     landmarks.add_argument("--json", action="store_true")
     add_train_bench(benches)
+    add_enroll_bench(benches)
 
 
 def add_train_bench(benches) -> None:
@@ -256,6 +389,31 @@ def add_train_bench(benches) -> None:
     train.add_argument("--data", type=Path, help="a `vcam preprocess` folder (default: "
                        "synthetic clips)")
     train.add_argument("--json", action="store_true")
+
+
+def add_enroll_bench(benches) -> None:
+    command = benches.add_parser("enroll", help="seconds to enroll one photo feed-forward "
+                                 "and to fine-tune for N steps")
+    command.set_defaults(bench_handler=run_enroll_bench_command)
+    command.add_argument("--config", choices=("tiny", "cpu", "paper"), default="cpu")
+    command.add_argument("--steps", type=positive_int, default=100)
+    command.add_argument("--vgg", default="auto", help="as for `vcam train meta`")
+    command.add_argument("--json", action="store_true")
+
+
+def run_enroll_bench_command(args: argparse.Namespace) -> int:
+    from vcam.bench.enroll import run_enroll_bench
+
+    report = run_enroll_bench(args.config, args.steps, vgg_weights_setting(args.vgg))
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"enroll, {report['config']} config, {report['threads']} threads:")
+    print(f"  feed-forward, one photo: {report['feed_forward_seconds']:.2f} s "
+          f"(+ {report['model_load_seconds']:.2f} s loading the model)")
+    print(f"  fine-tuning {report['finetune_steps']} steps: {report['finetune_seconds']:.1f} s "
+          f"({report['finetune_seconds_per_step']:.2f} s per step)")
+    return 0
 
 
 def run_train_bench_command(args: argparse.Namespace) -> int:

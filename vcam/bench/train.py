@@ -15,8 +15,9 @@ from vcam.data.clips import open_dataset
 from vcam.data.preprocess import PreprocessSettings, run_preprocess
 from vcam.data.synthetic import moving_face_frames, write_video
 from vcam.models.config import get_config
+from vcam.models.store import MetaModels
 from vcam.train.episodes import Episodes
-from vcam.train.meta import MetaModels, MetaSettings, MetaTrainer
+from vcam.train.meta import MetaSettings, MetaTrainer
 
 
 def synthetic_dataset(folder: Path, size: int) -> Path:

@@ -14,10 +14,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from vcam.models.config import ModelConfig
-from vcam.models.discriminator import Discriminator
-from vcam.models.embedder import Embedder
-from vcam.models.generator import Generator
 from vcam.models.losses import (
     ContentLoss,
     LossWeights,
@@ -26,6 +22,7 @@ from vcam.models.losses import (
     feature_matching,
     generator_adversarial,
 )
+from vcam.models.store import MetaModels
 
 # A generated batch whose every image has a pixel standard deviation below this is "flat".
 FLAT_IMAGE_STD = 0.01
@@ -52,17 +49,6 @@ class MetaSettings:
     keep_checkpoints: int = 2
     collapse_patience: int = 50
     loader_workers: int = 1
-
-
-class MetaModels(nn.Module):
-    """E, G and D together (one state dict, one device move)."""
-
-    def __init__(self, config: ModelConfig, num_videos: int) -> None:
-        super().__init__()
-        self.config = config
-        self.embedder = Embedder(config)
-        self.generator = Generator(config)
-        self.discriminator = Discriminator(config, num_videos)
 
 
 def unwrap(module: nn.Module) -> nn.Module:

@@ -28,6 +28,7 @@ from vcam.errors import UserError
 from vcam.files import atomic_write_text
 from vcam.models.config import ModelConfig
 from vcam.models.losses import LossWeights
+from vcam.models.store import MetaModels
 from vcam.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -36,7 +37,7 @@ from vcam.train.checkpoint import (
     save_checkpoint,
 )
 from vcam.train.episodes import Episodes, Split, load_example, split_identities, to_image
-from vcam.train.meta import DivergedError, MetaModels, MetaSettings, MetaTrainer
+from vcam.train.meta import DivergedError, MetaSettings, MetaTrainer
 
 RUN_FILE = "run.json"
 LOG_FILE = "log.tsv"

@@ -1,0 +1,80 @@
+"""The meta-learned networks as one object, and loading them from a run, a checkpoint or a
+model file (safetensors + JSON; never a pickle)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from vcam.errors import UserError
+from vcam.models.config import ModelConfig
+from vcam.models.discriminator import Discriminator
+from vcam.models.embedder import Embedder
+from vcam.models.generator import Generator
+
+MODEL_PREFIX = "models."
+
+
+class MetaModels(nn.Module):
+    """E, G and D together (one state dict, one device move)."""
+
+    def __init__(self, config: ModelConfig, num_videos: int) -> None:
+        super().__init__()
+        self.config = config
+        self.embedder = Embedder(config)
+        self.generator = Generator(config)
+        self.discriminator = Discriminator(config, num_videos)
+
+
+def find_weights(path: Path) -> tuple[Path, dict]:
+    """The weights file and metadata of a run folder (its latest checkpoint), a checkpoint
+    folder, or a model file ``NAME.safetensors`` with ``NAME.json`` beside it."""
+    if path.is_dir():
+        pointer = path / "checkpoints" / "latest"
+        if pointer.is_file():
+            path = path / "checkpoints" / pointer.read_text().strip()
+        weights, meta = path / "weights.safetensors", path / "state.json"
+    else:
+        weights, meta = path, path.with_suffix(".json")
+    if not weights.is_file() or not meta.is_file():
+        raise UserError(f"{path} is not a vcam model: pass a run folder, a checkpoint folder "
+                        "or a .safetensors model file with its .json beside it")
+    try:
+        return weights, json.loads(meta.read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read {meta}: {error}") from None
+
+
+def load_models(path: Path, device: torch.device | str = "cpu") -> MetaModels:
+    """The meta-learned E, G and D (eval mode) from ``path`` (see :func:`find_weights`)."""
+    weights_path, meta = find_weights(path)
+    try:
+        config = ModelConfig.from_dict(meta["config"])
+        weights = load_file(str(weights_path))
+    except (KeyError, ValueError, OSError) as error:
+        raise UserError(f"{weights_path} is not a readable vcam model ({error})") from None
+    own = {key.removeprefix(MODEL_PREFIX): value.float() for key, value in weights.items()
+           if key.startswith(MODEL_PREFIX)}
+    columns = own.get("discriminator.video_embeddings")
+    if columns is None:
+        raise UserError(f"{weights_path} holds no discriminator: it is not a vcam model")
+    models = MetaModels(config, columns.shape[1])
+    try:
+        models.load_state_dict(own)
+    except RuntimeError as error:
+        raise UserError(f"{weights_path} does not match its config: "
+                        f"{str(error).splitlines()[0]}") from None
+    return models.to(device).eval()
+
+
+def default_model_path() -> Path:
+    """The model shipped with vcam (``vcam/weights/default.safetensors``)."""
+    path = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
+    if not path.is_file():
+        raise UserError("this copy of vcam ships no default model yet: pass --model RUN "
+                        "(a folder made by `vcam train meta`)")
+    return path
