@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(commands)
     add_enroll(commands)
     add_avatars(commands)
+    add_eval(commands)
     add_bench(commands)
     return parser
 
@@ -353,6 +354,68 @@ def run_avatars_command(args: argparse.Namespace) -> int:
         mode = f"FT {entry['finetune_steps']}" if entry["finetune_steps"] else "FF"
         print(f"{entry['name']:<20} {entry['config']:<6} {entry['shots']} shot(s) {mode:<7} "
               f"{entry['megabytes']:>6} MB  {entry['created']}  {entry['path']}")
+    return 0
+
+
+def add_eval(commands) -> None:
+    command = add_command(
+        commands, "eval", "Self-reenactment metrics on clips of people the model never saw, "
+        "beside a warping baseline.", run_eval_command)
+    command.add_argument("--model", type=Path, required=True,
+                         help="a `vcam train meta` run or checkpoint folder, or a model file")
+    command.add_argument("--data", type=Path, required=True, help="a `vcam preprocess` folder")
+    command.add_argument("--out", type=Path, required=True,
+                         help="report folder (outside the repository: it holds frames)")
+    command.add_argument("--shots", type=positive_int, nargs="+", default=[1, 8])
+    command.add_argument("--max-clips", type=positive_int, default=10)
+    command.add_argument("--frames", type=positive_int, default=50,
+                         help="target frames per clip")
+    command.add_argument("--finetune-steps", type=int, default=0,
+                         help="also evaluate avatars fine-tuned for this many steps")
+    command.add_argument("--vgg", default="auto", help="as for `vcam train meta` (fine-tuning)")
+    command.add_argument("--force", action="store_true", help="replace an earlier report")
+    command.add_argument("--json", action="store_true", help="print the overall figures as JSON")
+
+
+def check_report_folder(out: Path, force: bool) -> None:
+    from vcam.files import is_within
+
+    repository = Path(__file__).resolve().parent.parent
+    if (repository / ".git").exists() and is_within(out, repository):
+        raise UserError(f"--out {out} is inside the vcam repository; reports hold frames of "
+                        "real people, so write them elsewhere")
+    if (out / "metrics.json").exists() and not force:
+        raise UserError(f"{out} already holds a report: pass --force to replace it")
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from vcam.data.clips import open_dataset
+    from vcam.eval.report import markdown_table, write_report
+    from vcam.eval.run import EvalSettings, evaluate
+    from vcam.landmarks.detector import create_detector
+    from vcam.train.finetune import FineTuneSettings
+
+    check_report_folder(args.out, args.force)
+    dataset = open_dataset(args.data)
+    tuning = FineTuneSettings(steps=max(0, args.finetune_steps),
+                              vgg_weights=vgg_weights_setting(args.vgg)
+                              if args.finetune_steps > 0 else None)
+    settings = EvalSettings(shots=tuple(sorted(set(args.shots))), max_clips=args.max_clips,
+                            frames=args.frames, finetune=tuning)
+    with tqdm(total=args.max_clips, desc="eval", unit="clip", disable=args.json,
+              file=sys.stderr) as bar:
+        results = evaluate(args.model, dataset, settings, create_detector("dlib"),
+                           on_clip=lambda _: bar.update())
+    record = {"model": str(args.model), "data": str(args.data), "shots": list(settings.shots),
+              "frames": args.frames, "finetune_steps": tuning.steps, "clips": len(results)}
+    report = write_report(args.out, results, record, settings.grid_frames)
+    if args.json:
+        print(json.dumps(report["overall"], indent=1))
+    else:
+        print(markdown_table(report["overall"]))
+        print(f"report written to {args.out}")
     return 0
 
 

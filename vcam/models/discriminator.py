@@ -27,9 +27,9 @@ class Discriminator(nn.Module):
         self.config = config
         self.trunk = critic_trunk(config, config.discriminator_attention)
         self.final_block = ResidualBlock(config.embedding_size)
-        self.video_embeddings = nn.Parameter(
-            torch.randn(config.embedding_size, num_videos) * 0.02
-        )  # W
+        # W starts positive, like the embeddings it is matched to (E ends in a ReLU): columns
+        # near zero would let the match term pull every embedding to zero, where E's ReLU dies.
+        self.video_embeddings = nn.Parameter(torch.rand(config.embedding_size, num_videos))  # W
         self.shared_embedding = nn.Parameter(torch.zeros(config.embedding_size))  # w0
         self.bias = nn.Parameter(torch.zeros(()))  # b
         apply_spectral_norm(self)

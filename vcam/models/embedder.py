@@ -40,8 +40,14 @@ def critic_trunk(config: ModelConfig, attention_resolutions: tuple[int, ...]) ->
 
 
 def sum_pool_relu(features: Tensor) -> Tensor:
-    """Global sum pooling over space followed by ReLU: (B, C, H, W) -> (B, C)."""
-    return torch.relu(features.sum(dim=(2, 3)))
+    """ReLU, then global sum pooling over space: (B, C, H, W) -> (B, C), non-negative.
+
+    The paper pools then applies ReLU; applying it per position first (as BigGAN's projection
+    discriminator does) gives the same range but keeps gradients alive while any position is
+    active, where ReLU after the sum can switch a whole channel off for good (observed: E's
+    embeddings and D's V collapsing to zero within a few dozen steps at higher rates).
+    """
+    return torch.relu(features).sum(dim=(2, 3))
 
 
 class Embedder(nn.Module):

@@ -110,6 +110,7 @@ class MetaTrainer:
                   (generator_terms | discriminator_terms).items()}
         self.check(losses, fake)
         losses["l1"] = float((fake.float() - batch["target"]).abs().mean())
+        losses["embedding"] = float(embeddings.abs().mean())
         return losses
 
     def generator_step(self, batch: dict[str, Tensor]

@@ -1,0 +1,134 @@
+"""Writing an evaluation: metrics.json, a markdown table, PNG grids and a side-by-side mp4."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vcam.eval.metrics import METRIC_CAPS, means_of
+from vcam.eval.run import METRICS, ClipResult, ClipRun, flicker_rows
+from vcam.files import atomic_write_text
+from vcam.landmarks.raster import rasterise
+
+METHOD_NAMES = {"ff": "ours, feed-forward", "ft": "ours, fine-tuned",
+                "warp": "warping baseline"}
+COLUMNS = (*METRICS, "flicker")
+
+
+def per_clip_rows(results: list[ClipResult]) -> list[dict]:
+    """One row per (clip, method, K): the means of its frames, plus flicker."""
+    rows = []
+    for result in results:
+        flicker = {(row["method"], row["shots"]): row["flicker"] for row in flicker_rows(result)}
+        for run in result.runs:
+            means = means_of(run.rows, METRICS)
+            rows.append({"clip": result.clip.clip_id, "identity": result.clip.identity,
+                         "method": run.method, "shots": run.shots, "frames": len(run.rows),
+                         **means, "flicker": flicker[(run.method, run.shots)],
+                         "faces_detected": float(np.mean([r["face_detected"] for r in run.rows]))})
+    return rows
+
+
+def overall_rows(clip_rows: list[dict]) -> list[dict]:
+    """Means over clips for each (method, K); every clip counts once."""
+    keys = sorted({(row["method"], row["shots"]) for row in clip_rows},
+                  key=lambda key: (key[1], list(METHOD_NAMES).index(key[0])))
+    overall = []
+    for method, shots in keys:
+        group = [row for row in clip_rows if (row["method"], row["shots"]) == (method, shots)]
+        overall.append({"method": method, "shots": shots, "clips": len(group),
+                        "frames": sum(row["frames"] for row in group),
+                        **means_of(group, [*COLUMNS, "faces_detected"])})
+    return overall
+
+
+def markdown_table(overall: list[dict]) -> str:
+    header = "| method | K | clips | frames | SSIM | PSNR (dB) | CSIM | pose error | flicker |"
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+    for row in overall:
+        cells = [METHOD_NAMES[row["method"]], str(row["shots"]), str(row["clips"]),
+                 str(row["frames"]), *(number(row[name]) for name in COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = ["", "SSIM, PSNR, CSIM: higher is better. Pose error (landmarks re-detected on the "
+             "rendering vs the driving landmarks, over the inter-ocular distance) and flicker "
+             "(frame-to-frame change relative to the real clip's; 1 = as steady as reality): "
+             f"lower is better. PSNR of identical frames counts as {METRIC_CAPS['psnr']:.0f} "
+             "dB. CSIM uses dlib's face descriptors, which are not centred: unrelated faces "
+             "still score about 0.85, so it is not comparable with ArcFace-based CSIM."]
+    return "\n".join(lines + notes) + "\n"
+
+
+def number(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def landmark_panel(points: np.ndarray, size: int) -> np.ndarray:
+    return rasterise(points, size)
+
+
+def grid(result: ClipResult, shots: int, count: int) -> np.ndarray:
+    """Rows of (enrollment | driving landmarks | real | ours ... | baseline)."""
+    runs = [run for run in result.runs if run.shots == shots]
+    size = result.reals[0].shape[0]
+    picks = np.unique(np.linspace(0, len(result.reals) - 1, min(count, len(result.reals)))
+                      .round()).astype(int)
+    rows = []
+    for index in picks:
+        panels = [result.enrollment[shots].crops[0],
+                  landmark_panel(result.targets[index], size), result.reals[index],
+                  *(run.frames[index] for run in ordered(runs))]
+        rows.append(np.hstack(panels))
+    return np.vstack(rows)
+
+
+def ordered(runs: list[ClipRun]) -> list[ClipRun]:
+    return sorted(runs, key=lambda run: list(METHOD_NAMES).index(run.method))
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    path.write_bytes(encoded.tobytes())
+
+
+def write_video(path: Path, result: ClipResult, shots: int, fps: float) -> None:
+    """real | ours ... | baseline, side by side, for every evaluated frame."""
+    runs = ordered([run for run in result.runs if run.shots == shots])
+    partial = path.with_name(f".{path.name}.partial.mp4")
+    height = result.reals[0].shape[0]
+    width = height * (1 + len(runs))
+    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                             (width, height))
+    try:
+        for index, real in enumerate(result.reals):
+            frame = np.hstack([real, *(run.frames[index] for run in runs)])
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+    partial.replace(path)
+
+
+def write_report(out: Path, results: list[ClipResult], settings_record: dict,
+                 grid_frames: int) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "grids").mkdir(exist_ok=True)
+    clip_rows = per_clip_rows(results)
+    overall = overall_rows(clip_rows)
+    for result in results:
+        for shots in sorted({run.shots for run in result.runs}):
+            write_png(out / "grids" / f"{result.clip.clip_id}-k{shots}.png",
+                      grid(result, shots, grid_frames))
+    first = results[0]
+    span = max(1, first.indices[-1] - first.indices[0] + 1)
+    fps = float(first.clip.meta.get("fps", 25.0)) * len(first.indices) / span
+    write_video(out / "side_by_side.mp4", first, min(run.shots for run in first.runs),
+                max(fps, 1.0))
+    report = {"settings": settings_record, "overall": overall, "per_clip": clip_rows}
+    atomic_write_text(out / "metrics.md", markdown_table(overall))
+    atomic_write_text(out / "metrics.json", json.dumps(report, indent=1, default=str))
+    return report
