@@ -90,17 +90,20 @@ class GeneratorSource:
         module: the deployable torch module (eval mode, spectral norm folded), for ``torch``.
         onnx_path: the exported ONNX model, for ``onnxruntime`` (in the precision asked for)
             and ``tensorrt`` (FP32 or QDQ INT8; TensorRT lowers precision itself).
-        calibration_images: float32 (K, 3, S, S) landmark images in [-1, 1] for TensorRT's
-            INT8 calibrator when the ONNX model is not already quantised.
+        calibration_images: float32 (K, C, S, S) inputs in [-1, 1] for TensorRT's INT8
+            calibrator when the ONNX model is not already quantised.
+        input_channels: C, 3 for a landmark image, 6 for the warp-guided generator (the
+            landmark image and the enrollment image warped to it).
     """
 
     image_size: int
     module: nn.Module | None = None
     onnx_path: Path | None = None
     calibration_images: np.ndarray | None = None
+    input_channels: int = 3
 
     def input_shape(self, batch: int = 1) -> tuple[int, int, int, int]:
-        return (batch, 3, self.image_size, self.image_size)
+        return (batch, self.input_channels, self.image_size, self.image_size)
 
 
 @dataclass(frozen=True)
@@ -216,17 +219,18 @@ def require_module(name: str, purpose: str) -> ModuleType:
         raise BackendUnavailable(f"{name} is not installed ({purpose}): {error}") from None
 
 
-def check_batch(landmark_images: np.ndarray, image_size: int) -> np.ndarray:
-    """The batch as contiguous float32 (B, 3, S, S), or ValueError naming the shape."""
+def check_batch(landmark_images: np.ndarray, image_size: int, channels: int = 3) -> np.ndarray:
+    """The batch as contiguous float32 (B, C, S, S), or ValueError naming the shape."""
     batch = np.ascontiguousarray(landmark_images, np.float32)
-    if batch.ndim != 4 or batch.shape[1:] != (3, image_size, image_size):
-        raise ValueError(f"expected landmark images (B, 3, {image_size}, {image_size}), "
+    if batch.ndim != 4 or batch.shape[1:] != (channels, image_size, image_size):
+        raise ValueError(f"expected generator inputs (B, {channels}, {image_size}, {image_size}), "
                          f"got {tuple(batch.shape)}")
     return batch
 
 
-def warm_up_with_blank(backend: Backend, image_size: int, iterations: int) -> None:
-    """Render ``iterations`` blank (all -1, black) landmark images."""
-    blank = np.full((1, 3, image_size, image_size), -1.0, np.float32)
+def warm_up_with_blank(backend: Backend, image_size: int, iterations: int,
+                       channels: int = 3) -> None:
+    """Render ``iterations`` blank (all -1, black) inputs."""
+    blank = np.full((1, channels, image_size, image_size), -1.0, np.float32)
     for _ in range(iterations):
         backend.render(blank)

@@ -44,6 +44,8 @@ from engines.metrics import max_abs_diff, psnr
 from engines.onnx_model import INPUT_NAME, OUTPUT_NAME
 from engines.onnxruntime_backend import CPU_PROVIDER, create_session
 
+# Landmark image (direct generator) or landmark image + warped enrollment image (warp).
+INPUT_CHANNELS = (3, 6)
 OPSET = 17
 INT8_FLOAT_FRACTIONS = (0.0, 0.25, 0.5)
 # fp16 conversion leaves these float: instance norm's variance overflows half precision.
@@ -168,7 +170,7 @@ def export_onnx(module: nn.Module, path: Path, check_images: np.ndarray,
     reference = torch_frames(module, images)
     with tempfile.TemporaryDirectory(prefix="vcam-export-") as scratch:
         fp32_path = Path(scratch) / "fp32.onnx"
-        torch_to_onnx(module, fp32_path, images.shape[-1])
+        torch_to_onnx(module, fp32_path, images.shape[-1], channels=images.shape[1])
         fp32_limit = options.limit() if options.precision == "fp32" else DEFAULT_TOLERANCES["fp32"]
         fp32_report = check_against(reference, fp32_path, images, "fp32", fp32_limit,
                                     options.threads)
@@ -217,9 +219,11 @@ def _quantise_until_close(fp32_path: Path, reference: np.ndarray, images: np.nda
     return int8_path, report, fraction
 
 
-def torch_to_onnx(module: nn.Module, path: Path, image_size: int, opset: int = OPSET) -> Path:
-    """Trace ``module`` to an ONNX file with a static (1, 3, S, S) input."""
-    example = torch.zeros(1, 3, image_size, image_size)
+def torch_to_onnx(module: nn.Module, path: Path, image_size: int, opset: int = OPSET,
+                  channels: int = 3) -> Path:
+    """Trace ``module`` to an ONNX file with a static (1, C, S, S) input (C = 3 for a landmark
+    image, 6 for the warp-guided generator's landmark image plus warped enrollment image)."""
+    example = torch.zeros(1, channels, image_size, image_size)
     with _quiet_legacy_exporter(), torch.no_grad():
         torch.onnx.export(module.eval(), (example,), str(path), opset_version=opset,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamo=False)
@@ -290,7 +294,8 @@ def verify_backend(backend: Backend, images: np.ndarray, reference: np.ndarray,
 
 def _checked_images(images: np.ndarray) -> np.ndarray:
     batch = np.ascontiguousarray(images, np.float32)
-    if batch.ndim != 4 or batch.shape[1] != 3 or batch.shape[2] != batch.shape[3] or not len(batch):
-        raise ValueError(f"expected landmark images (K, 3, S, S) with K >= 1, "
+    if (batch.ndim != 4 or batch.shape[1] not in INPUT_CHANNELS
+            or batch.shape[2] != batch.shape[3] or not len(batch)):
+        raise ValueError(f"expected generator inputs (K, 3 or 6, S, S) with K >= 1, "
                          f"got {tuple(batch.shape)}")
     return batch

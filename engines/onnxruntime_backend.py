@@ -86,10 +86,12 @@ class OnnxRuntimeBackend:
         return cls(ort, session, source, options)
 
     def warm_up(self) -> None:
-        warm_up_with_blank(self, self.source.image_size, self.options.warmup_iterations)
+        warm_up_with_blank(self, self.source.image_size, self.options.warmup_iterations,
+                           self.source.input_channels)
 
     def render(self, landmark_images: np.ndarray) -> np.ndarray:
-        batch = check_batch(landmark_images, self.source.image_size)
+        batch = check_batch(landmark_images, self.source.image_size,
+                            self.source.input_channels)
         if self.static_batch in (None, len(batch)):
             return self._run(batch)
         return np.concatenate([self._run(batch[index:index + 1]) for index in range(len(batch))])

@@ -187,7 +187,8 @@ class TensorRTBackend:
         return cls(runtime, runner, cached, source, options, trt.__version__)
 
     def warm_up(self) -> None:
-        warm_up_with_blank(self, self.source.image_size, self.options.warmup_iterations)
+        warm_up_with_blank(self, self.source.image_size, self.options.warmup_iterations,
+                           self.source.input_channels)
 
     def render_tensor(self, landmark_images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) landmark images (any device) -> float32 frames on the GPU."""
@@ -198,7 +199,8 @@ class TensorRTBackend:
         return torch.cat(frames)
 
     def render(self, landmark_images: np.ndarray) -> np.ndarray:
-        batch = torch.from_numpy(check_batch(landmark_images, self.source.image_size))
+        batch = torch.from_numpy(check_batch(landmark_images, self.source.image_size,
+                            self.source.input_channels))
         return self.render_tensor(batch).cpu().numpy()
 
     def describe(self) -> BackendInfo:

@@ -48,8 +48,9 @@ class TorchBackend:
     """Runs the personalised generator with torch (eager or ``torch.compile``)."""
 
     def __init__(self, module: nn.Module, image_size: int, device: torch.device,
-                 options: BackendOptions) -> None:
+                 options: BackendOptions, input_channels: int = 3) -> None:
         self.image_size = image_size
+        self.input_channels = input_channels
         self.device = device
         self.options = options
         self.dtype = DTYPES[options.precision]
@@ -71,10 +72,11 @@ class TorchBackend:
             raise BackendUnavailable("fp16 in torch needs a CUDA GPU")
         if options.threads is not None:
             torch.set_num_threads(options.threads)  # process-wide: torch has no per-module knob
-        return cls(source.module, source.image_size, device, options)
+        return cls(source.module, source.image_size, device, options, source.input_channels)
 
     def warm_up(self) -> None:
-        warm_up_with_blank(self, self.image_size, self.options.warmup_iterations)
+        warm_up_with_blank(self, self.image_size, self.options.warmup_iterations,
+                           self.input_channels)
 
     def render_tensor(self, landmark_images: torch.Tensor) -> torch.Tensor:
         """Render a tensor already on this backend's device; returns float32 on the device."""
@@ -84,7 +86,7 @@ class TorchBackend:
             return self.module(batch).float()
 
     def render(self, landmark_images: np.ndarray) -> np.ndarray:
-        batch = torch.from_numpy(check_batch(landmark_images, self.image_size))
+        batch = torch.from_numpy(check_batch(landmark_images, self.image_size, self.input_channels))
         frames = self.render_tensor(batch)
         return frames.cpu().contiguous().numpy()
 

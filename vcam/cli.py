@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -148,6 +149,9 @@ def add_train(commands) -> None:
     meta.set_defaults(train_handler=run_train_meta_command)
     meta.add_argument("--data", type=Path, required=True, help="a `vcam preprocess` folder")
     meta.add_argument("--config", choices=("tiny", "cpu", "paper"), required=True)
+    meta.add_argument("--generator", choices=("direct", "warp"), default="direct",
+                      help="direct: G sees the landmark image (the paper); warp: G also sees "
+                      "the nearest enrollment frame warped to the target landmarks")
     meta.add_argument("--out", type=Path, required=True, help="the run folder")
     meta.add_argument("--steps", type=positive_int, default=1000,
                       help="train until this step (total, also when resuming)")
@@ -217,7 +221,8 @@ def run_train_meta_command(args: argparse.Namespace) -> int:
         validation_fraction=args.validation_fraction, checkpoint_every=args.checkpoint_every,
         sample_every=args.sample_every, log_every=args.log_every,
         loader_workers=max(0, args.workers))
-    result = run_meta_training(args.data, args.out, get_config(args.config), settings,
+    config = dataclasses.replace(get_config(args.config), generator=args.generator)
+    result = run_meta_training(args.data, args.out, config, settings,
                                resume=args.resume, device=args.device, quiet=args.json)
     if args.json:
         print(json.dumps(vars(result), indent=1))

@@ -23,10 +23,11 @@ from vcam.landmarks.align import crop_face, crop_transform_for
 from vcam.landmarks.detector import LandmarkDetector
 from vcam.landmarks.raster import rasterise
 from vcam.models.config import ModelConfig, config_names, get_config
-from vcam.models.generator import PersonalisedGenerator
+from vcam.models.generator import PersonalisedGenerator, generator_input
 from vcam.models.store import MetaModels
 from vcam.train.episodes import to_tensor
 from vcam.train.finetune import FineTuneSettings, finetune
+from vcam.warp import WarpGuide
 
 # Faces whose landmarks span fewer pixels than this are too small to enroll from.
 MIN_FACE = 80
@@ -104,6 +105,18 @@ def enrollment_tensors(enrollment: Enrollment) -> tuple[torch.Tensor, torch.Tens
     return frames, marks
 
 
+def enrollment_inputs(config: ModelConfig, crops: np.ndarray, landmarks: np.ndarray,
+                      marks: torch.Tensor) -> torch.Tensor:
+    """G's input for each enrollment frame: its landmark image, plus (warp-guided generator)
+    the nearest *other* enrollment frame warped to it (itself when there is only one)."""
+    if config.generator != "warp":
+        return marks
+    guide = WarpGuide(crops, landmarks)
+    warped = torch.stack([to_tensor(guide.image_for(points, exclude=index))
+                          for index, points in enumerate(landmarks)])
+    return generator_input(marks, warped)
+
+
 def config_name(config: ModelConfig) -> str:
     return next((name for name in config_names() if get_config(name) == config), "custom")
 
@@ -120,7 +133,9 @@ def enroll(photos: list[Photo], name: str, models: MetaModels, detector: Landmar
     personalised = PersonalisedGenerator.from_embedding(models.generator, embedding)
     history = []
     if settings.steps > 0:
-        history = finetune(models, personalised, embedding, frames, marks, settings, on_step)
+        inputs = enrollment_inputs(models.config, enrollment.crops, enrollment.landmarks, marks)
+        history = finetune(models, personalised, embedding, frames, marks, inputs, settings,
+                           on_step)
     deployable = personalised.deployable()
     info = {"created": now(), "config_name": config_name(models.config),
             "shots": len(photos), "finetune_steps": settings.steps, "model": model_label,
@@ -134,10 +149,10 @@ def reconstruction_error(avatar: Avatar) -> float:
     """Mean absolute error (in [0, 2] units) of the avatar re-rendering its enrollment crops
     from their landmarks."""
     generator = avatar.generator()
-    enrollment = Enrollment(avatar.crops, avatar.landmarks)
-    frames, marks = enrollment_tensors(enrollment)
+    frames, marks = enrollment_tensors(Enrollment(avatar.crops, avatar.landmarks))
+    inputs = enrollment_inputs(avatar.config, avatar.crops, avatar.landmarks, marks)
     with torch.no_grad():
-        return float((generator(marks) - frames).abs().mean())
+        return float((generator(inputs) - frames).abs().mean())
 
 
 def capture_snapshot(camera: str, detector: LandmarkDetector, seconds: float = 3.0,

@@ -221,3 +221,39 @@ def check_points(points: np.ndarray) -> np.ndarray:
     if not np.isfinite(array).all():
         raise ValueError("points must be finite")
     return array
+
+
+class WarpGuide:
+    """The warp-guided generator's second input: an enrollment frame warped to the target.
+
+    Built from one person's enrollment crops (T, S, S, 3) and their landmarks (T, 68, 2);
+    for each target it warps the enrollment frame whose landmarks are closest (mean absolute
+    difference), so a few-shot avatar warps from its most similar pose.
+    """
+
+    def __init__(self, crops: np.ndarray, landmarks: np.ndarray) -> None:
+        if len(crops) != len(landmarks) or len(crops) == 0:
+            raise ValueError("need as many enrollment crops as landmark sets, at least one")
+        self.crops = crops
+        self.landmarks = np.asarray(landmarks, np.float32)
+        self._warps: dict[int, PiecewiseAffineWarp] = {}
+
+    def warp_from(self, index: int) -> PiecewiseAffineWarp:
+        """The warp of enrollment frame ``index``, triangulated on first use."""
+        if index not in self._warps:
+            self._warps[index] = PiecewiseAffineWarp(self.landmarks[index], self.crops.shape[1])
+        return self._warps[index]
+
+    def nearest(self, target_points: np.ndarray, exclude: int | None = None) -> int:
+        """Index of the enrollment frame closest to the target (never ``exclude``, unless
+        it is the only one)."""
+        target = np.asarray(target_points, np.float32)
+        distances = np.abs(self.landmarks - target).mean(axis=(1, 2))
+        if exclude is not None and len(distances) > 1:
+            distances[exclude] = np.inf
+        return int(np.argmin(distances))
+
+    def image_for(self, target_points: np.ndarray, exclude: int | None = None) -> np.ndarray:
+        """The nearest enrollment frame warped to ``target_points``: RGB uint8 (S, S, 3)."""
+        choice = self.nearest(target_points, exclude)
+        return self.warp_from(choice).warp(self.crops[choice], target_points)

@@ -9,6 +9,7 @@ piecewise-affinely to the target landmarks).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from vcam.data.clips import Clip, Dataset
+from vcam.enroll import enrollment_inputs
 from vcam.errors import UserError
 from vcam.eval.metrics import (
     IdentityScorer,
@@ -30,11 +32,11 @@ from vcam.eval.metrics import (
 )
 from vcam.landmarks.detector import LandmarkDetector
 from vcam.landmarks.raster import rasterise
-from vcam.models.generator import PersonalisedGenerator
+from vcam.models.generator import PersonalisedGenerator, generator_input
 from vcam.models.store import load_models
 from vcam.train.episodes import Split, to_image, to_tensor
 from vcam.train.finetune import FineTuneSettings, finetune
-from vcam.warp import PiecewiseAffineWarp
+from vcam.warp import WarpGuide
 
 METRICS = ("ssim", "psnr", "csim", "pose_error")
 
@@ -123,27 +125,35 @@ def personalise(model: Path, enrollment: Enrolled, steps: int,
         embedding = models.embedder(enrollment.frames, enrollment.marks).mean(dim=0)
     personalised = PersonalisedGenerator.from_embedding(models.generator, embedding)
     if steps > 0:
-        tuning = FineTuneSettings(**{**settings.__dict__, "steps": steps})
-        finetune(models, personalised, embedding, enrollment.frames, enrollment.marks, tuning)
+        tuning = dataclasses.replace(settings, steps=steps)
+        inputs = enrollment_inputs(models.config, enrollment.crops, enrollment.landmarks,
+                                   enrollment.marks)
+        finetune(models, personalised, embedding, enrollment.frames, enrollment.marks, inputs,
+                 tuning)
     return personalised.eval()
 
 
 @torch.no_grad()
-def render_ours(generator: PersonalisedGenerator, targets: list[np.ndarray],
-                size: int) -> list[np.ndarray]:
-    return [to_image(generator(to_tensor(rasterise(points, size))[None])[0])
-            for points in targets]
+def render_ours(generator: PersonalisedGenerator, enrollment: Enrolled,
+                targets: list[np.ndarray], size: int) -> list[np.ndarray]:
+    """Frames from the target landmarks (and, for the warp-guided generator, the nearest
+    enrollment frame warped to them)."""
+    guide = (WarpGuide(enrollment.crops, enrollment.landmarks)
+             if generator.generator.config.generator == "warp" else None)
+    frames = []
+    for points in targets:
+        warped = None if guide is None else to_tensor(guide.image_for(points))[None]
+        inputs = generator_input(to_tensor(rasterise(points, size))[None], warped)
+        frames.append(to_image(generator(inputs)[0]))
+    return frames
 
 
 def render_baseline(enrollment: Enrolled, targets: list[np.ndarray],
                     size: int) -> list[np.ndarray]:
-    """Warp the enrollment frame whose landmarks are closest to each target."""
-    warps = [PiecewiseAffineWarp(points, size) for points in enrollment.landmarks]
-    frames = []
-    for points in targets:
-        nearest = int(np.argmin([np.abs(e - points).mean() for e in enrollment.landmarks]))
-        frames.append(warps[nearest].warp(enrollment.crops[nearest], points))
-    return frames
+    """Warp the enrollment frame whose landmarks are closest to each target (the same warp
+    the warp-guided generator sees)."""
+    guide = WarpGuide(enrollment.crops, enrollment.landmarks)
+    return [guide.image_for(points) for points in targets]
 
 
 def score(run: ClipRun, reals: list[np.ndarray], targets: list[np.ndarray],
@@ -184,7 +194,8 @@ def evaluate_clip(model: Path, clip: Clip, settings: EvalSettings, size: int,
                                  if settings.finetune.steps > 0 else [])
         for method, steps in methods:
             generator = personalise(model, enrollment, steps, settings.finetune)
-            result.runs.append(ClipRun(method, shots, render_ours(generator, targets, size)))
+            result.runs.append(ClipRun(method, shots,
+                                       render_ours(generator, enrollment, targets, size)))
         result.runs.append(ClipRun("warp", shots, render_baseline(enrollment, targets, size)))
     for run in result.runs:
         score(run, reals, targets, real_faces, scorer, detector, clip.clip_id)

@@ -171,3 +171,9 @@ class PersonalisedGenerator(nn.Module):
         frozen_generator = self.generator.deployable_copy()
         deployable = PersonalisedGenerator(frozen_generator, self.psi, trainable_psi=False)
         return deployable.eval()
+
+
+def generator_input(landmark_images: Tensor, warped: Tensor | None = None) -> Tensor:
+    """G's input: the landmark images (B, 3, S, S), plus, for the warp-guided variant, the
+    enrollment image warped to those landmarks (B, 3, S, S) as three more channels."""
+    return landmark_images if warped is None else torch.cat([landmark_images, warped], dim=1)

@@ -17,6 +17,7 @@ import torch
 
 from vcam.data.clips import Clip
 from vcam.landmarks.raster import rasterise
+from vcam.warp import WarpGuide
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,19 @@ def to_image(tensor: torch.Tensor) -> np.ndarray:
     return scaled.byte().permute(1, 2, 0).cpu().numpy()
 
 
-def load_example(clip: Clip, index: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One frame of a clip and its landmark image, both (3, size, size) in [-1, 1]."""
+def load_frame(clip: Clip, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One frame of a clip (RGB uint8, resized to ``size``) and its landmarks, scaled too."""
     frame = clip.frame(index)
     points = clip.landmarks[index]
     if frame.shape[0] != size:
         points = points * (size / frame.shape[0])
         frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    return frame, points.astype(np.float32)
+
+
+def load_example(clip: Clip, index: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One frame of a clip and its landmark image, both (3, size, size) in [-1, 1]."""
+    frame, points = load_frame(clip, index, size)
     return to_tensor(frame), to_tensor(rasterise(points, size))
 
 
@@ -74,6 +81,7 @@ class Episodes:
     size: int
     batch: int
     seed: int = 0
+    warp: bool = False
 
     def draw(self, step: int, rank: int = 0) -> dict[str, torch.Tensor]:
         """The batch for ``step`` on process ``rank``:
@@ -81,6 +89,8 @@ class Episodes:
         - ``frames``, ``landmarks``: (B, K, 3, S, S) enrollment frames and landmark images
         - ``target``, ``target_landmarks``: (B, 3, S, S)
         - ``video``: (B,) the clip's column in W
+        - ``target_warp`` (with ``warp``): (B, 3, S, S) the nearest enrollment frame warped
+          to the target landmarks (the warp-guided generator's second input)
         """
         rng = np.random.default_rng([self.seed, step, rank])
         videos = rng.integers(0, len(self.clips), self.batch)
@@ -92,11 +102,18 @@ class Episodes:
 
     def episode(self, clip: Clip, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         target, shots = pick_frames(len(clip), self.shots, rng)
-        examples = [load_example(clip, index, self.size) for index in shots]
-        target_frame, target_landmarks = load_example(clip, target, self.size)
-        return {"frames": torch.stack([frame for frame, _ in examples]),
-                "landmarks": torch.stack([landmarks for _, landmarks in examples]),
-                "target": target_frame, "target_landmarks": target_landmarks}
+        pairs = [load_frame(clip, index, self.size) for index in shots]
+        target_frame, target_points = load_frame(clip, target, self.size)
+        episode = {
+            "frames": torch.stack([to_tensor(frame) for frame, _ in pairs]),
+            "landmarks": torch.stack([to_tensor(rasterise(p, self.size)) for _, p in pairs]),
+            "target": to_tensor(target_frame),
+            "target_landmarks": to_tensor(rasterise(target_points, self.size))}
+        if self.warp:
+            guide = WarpGuide(np.stack([frame for frame, _ in pairs]),
+                              np.stack([points for _, points in pairs]))
+            episode["target_warp"] = to_tensor(guide.image_for(target_points))
+        return episode
 
 
 def pick_frames(count: int, shots: int, rng: np.random.Generator) -> tuple[int, list[int]]:

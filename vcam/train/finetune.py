@@ -57,10 +57,12 @@ class FineTuner:
         self.discriminator_optimiser = torch.optim.Adam(
             [*trunk, self.projection], lr=settings.lr_discriminator, betas=(0.5, 0.999))
 
-    def step(self, frame: Tensor, landmarks: Tensor) -> dict[str, float]:
+    def step(self, frame: Tensor, landmarks: Tensor, inputs: Tensor) -> dict[str, float]:
+        """One update of G' and D' on one enrollment frame; ``inputs`` is G's input for it
+        (its landmark image, plus the warp for the warp-guided generator)."""
         weights = self.settings.losses
         self.discriminator.requires_grad_(False)
-        fake = self.personalised(landmarks)
+        fake = self.personalised(inputs)
         fake_score, fake_features = self.discriminator.score_with_vector(
             fake, landmarks, self.projection.detach())
         with torch.no_grad():
@@ -90,17 +92,19 @@ class FineTuner:
 
 
 def finetune(models: MetaModels, personalised: PersonalisedGenerator, embedding: Tensor,
-             frames: Tensor, landmarks: Tensor, settings: FineTuneSettings,
+             frames: Tensor, landmarks: Tensor, inputs: Tensor, settings: FineTuneSettings,
              on_step: Callable[[int, dict[str, float]], None] | None = None
              ) -> list[dict[str, float]]:
-    """Fine-tune ``personalised`` in place on ``frames``/``landmarks`` (T, 3, S, S); one
-    enrollment frame (drawn reproducibly from ``settings.seed``) per step."""
+    """Fine-tune ``personalised`` in place on ``frames``/``landmarks`` (T, 3, S, S) with G's
+    ``inputs`` (T, C, S, S); one enrollment frame (drawn reproducibly from ``settings.seed``)
+    per step."""
     tuner = FineTuner(models, personalised, embedding, settings)
     generator = torch.Generator().manual_seed(settings.seed)
     history = []
     for step in range(settings.steps):
         index = int(torch.randint(len(frames), (1,), generator=generator))
-        losses = tuner.step(frames[index:index + 1], landmarks[index:index + 1])
+        losses = tuner.step(frames[index:index + 1], landmarks[index:index + 1],
+                            inputs[index:index + 1])
         history.append(losses)
         if on_step is not None:
             on_step(step + 1, losses)

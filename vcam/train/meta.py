@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from vcam.models.generator import generator_input
 from vcam.models.losses import (
     ContentLoss,
     LossWeights,
@@ -120,7 +121,8 @@ class MetaTrainer:
         discriminator.requires_grad_(False)
         with self.autocast():
             embeddings = self.embed(batch["frames"], batch["landmarks"])
-            fake = self.generator(batch["target_landmarks"], e=embeddings)
+            inputs = generator_input(batch["target_landmarks"], batch.get("target_warp"))
+            fake = self.generator(inputs, e=embeddings)
             fake_scores, fake_features = discriminator(fake, batch["target_landmarks"],
                                                        batch["video"])
             with torch.no_grad():

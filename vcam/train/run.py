@@ -26,7 +26,9 @@ import torch.distributed as dist
 from vcam.data.clips import Dataset, open_dataset
 from vcam.errors import UserError
 from vcam.files import atomic_write_text
+from vcam.landmarks.raster import rasterise
 from vcam.models.config import ModelConfig
+from vcam.models.generator import generator_input
 from vcam.models.losses import LossWeights
 from vcam.models.store import MetaModels
 from vcam.train.checkpoint import (
@@ -36,8 +38,16 @@ from vcam.train.checkpoint import (
     restore_optimisers,
     save_checkpoint,
 )
-from vcam.train.episodes import Episodes, Split, load_example, split_identities, to_image
+from vcam.train.episodes import (
+    Episodes,
+    Split,
+    load_frame,
+    split_identities,
+    to_image,
+    to_tensor,
+)
 from vcam.train.meta import DivergedError, MetaSettings, MetaTrainer
+from vcam.warp import WarpGuide
 
 RUN_FILE = "run.json"
 LOG_FILE = "log.tsv"
@@ -231,15 +241,21 @@ def sample_grid(trainer: MetaTrainer, clips, shots: int, size: int) -> tuple[np.
     models.eval()
     rows, errors = [], []
     for clip in clips:
-        shots_used = [load_example(clip, i, size) for i in range(min(shots, len(clip) - 1))]
-        frames = torch.stack([frame for frame, _ in shots_used]).to(trainer.device)
-        landmarks = torch.stack([mark for _, mark in shots_used]).to(trainer.device)
-        target, target_landmarks = load_example(clip, len(clip) - 1, size)
-        embedding = models.embedder(frames, landmarks).mean(dim=0, keepdim=True)
-        fake = models.generator(target_landmarks[None].to(trainer.device), e=embedding)[0]
-        errors.append(float((fake.cpu() - target).abs().mean()))
-        rows.append(np.hstack([to_image(frames[0]), to_image(target_landmarks),
-                               to_image(fake), to_image(target)]))
+        pairs = [load_frame(clip, i, size) for i in range(min(shots, len(clip) - 1))]
+        frames = torch.stack([to_tensor(frame) for frame, _ in pairs]).to(trainer.device)
+        landmarks = torch.stack([to_tensor(rasterise(p, size)) for _, p in pairs])
+        target, target_points = load_frame(clip, len(clip) - 1, size)
+        target_landmarks = to_tensor(rasterise(target_points, size))[None]
+        warped = None
+        if models.config.generator == "warp":
+            guide = WarpGuide(np.stack([f for f, _ in pairs]), np.stack([p for _, p in pairs]))
+            warped = to_tensor(guide.image_for(target_points))[None].to(trainer.device)
+        embedding = models.embedder(frames, landmarks.to(trainer.device)).mean(0, keepdim=True)
+        inputs = generator_input(target_landmarks.to(trainer.device), warped)
+        fake = models.generator(inputs, e=embedding)[0].cpu()
+        errors.append(float((fake - to_tensor(target)).abs().mean()))
+        rows.append(np.hstack([pairs[0][0], to_image(target_landmarks[0]), to_image(fake),
+                               target]))
     models.train()
     return np.vstack(rows), float(np.mean(errors))
 
@@ -323,7 +339,8 @@ def train_process(data: Path, out: Path, config: ModelConfig, settings: MetaSett
         atomic_write_text(out / RUN_FILE, json.dumps(plan.to_dict(), indent=1))
     trainer, first = build_trainer(plan, process, out)
     episodes = Episodes(clips, plan.settings.shots, plan.config.image_size,
-                        plan.settings.batch, plan.settings.seed)
+                        plan.settings.batch, plan.settings.seed,
+                        warp=plan.config.generator == "warp")
     log = RunLog(out, first, plan.settings.steps, process.writes, quiet)
     started, losses, step = time.perf_counter(), {}, first
     try:
