@@ -49,6 +49,7 @@ class Avatar:
     crops: np.ndarray
     landmarks: np.ndarray
     info: dict
+    checksum: str = ""  # of the bundle it was loaded from; empty for a fresh enrollment
 
     @property
     def neutral_landmarks(self) -> np.ndarray:
@@ -138,7 +139,7 @@ def verified(path: Path, tensors: dict[str, torch.Tensor], document: dict) -> Av
         raise UserError(f"{path} is avatar format {document.get('version')}; this vcam reads "
                         f"{AVATAR_VERSION}: enroll again with this version")
     stored = document.pop("checksum", None)
-    if stored != checksum(tensors, document):
+    if not isinstance(stored, str) or stored != checksum(tensors, document):
         raise UserError(f"{path} failed its checksum: the file was altered or damaged")
     try:
         config = ModelConfig.from_dict(document.pop("config"))
@@ -148,7 +149,7 @@ def verified(path: Path, tensors: dict[str, torch.Tensor], document: dict) -> Av
         state = {key.removeprefix("generator."): value for key, value in tensors.items()
                  if key.startswith("generator.")}
         return Avatar(name, config, state, tensors["enrollment.crops"].numpy(),
-                      tensors["enrollment.landmarks"].numpy(), document)
+                      tensors["enrollment.landmarks"].numpy(), document, stored)
     except (KeyError, ValueError) as error:
         raise UserError(f"{path} is missing part of an avatar ({error})") from None
 

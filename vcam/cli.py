@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_enroll(commands)
     add_avatars(commands)
     add_eval(commands)
+    add_compile(commands)
     add_bench(commands)
     return parser
 
@@ -424,6 +425,77 @@ def run_eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_compile(commands) -> None:
+    command = add_command(
+        commands, "compile", "Export an avatar's generator to ONNX (checked against torch) "
+        "and build its TensorRT engine.", run_compile_command)
+    command.add_argument("avatar", help="avatar name or bundle path")
+    command.add_argument("--backend", choices=("onnx", "tensorrt"), default="onnx")
+    command.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    command.add_argument("--out", type=Path, help="ONNX file to write (default: the avatar's "
+                         "compiled folder, where the runtime finds it)")
+    command.add_argument("--threads", type=positive_int, help="CPU threads for the checks")
+    command.add_argument("--json", action="store_true")
+
+
+def run_compile_command(args: argparse.Namespace) -> int:
+    from vcam.avatar import load_avatar, resolve_avatar
+    from vcam.compiled import export_avatar
+
+    avatar = load_avatar(resolve_avatar(args.avatar))
+    onnx_precision = "fp32" if args.backend == "tensorrt" and args.precision == "fp16" \
+        else args.precision
+    result = export_avatar(avatar, onnx_precision, args.out, args.threads)
+    report = {"avatar": avatar.name, "onnx": str(result.path), "precision": onnx_precision,
+              "max_abs_diff_fp32": result.fp32_report.max_abs_diff,
+              "check": dataclasses.asdict(result.report)}
+    if args.backend == "tensorrt":
+        report["tensorrt"] = build_engine(avatar, result.path, args.precision)
+    if args.json:
+        print(json.dumps(report, indent=1, default=str))
+        return 0
+    print(f"{avatar.name}: ONNX {onnx_precision} written to {result.path}; against torch "
+          f"max abs diff {result.fp32_report.max_abs_diff:.2e} (FP32 graph)"
+          + (f", PSNR {result.report.psnr_db:.1f} dB ({onnx_precision})"
+             if onnx_precision != "fp32" else ""))
+    if "tensorrt" in report:
+        print(f"TensorRT {args.precision} engine: {report['tensorrt']['engine']}")
+    return 0
+
+
+def build_engine(avatar, onnx_file: Path, precision: str) -> dict:
+    """Build (or reuse) the TensorRT engine and check it against ONNX Runtime."""
+    from engines.backend import BackendOptions, NoBackendError, create_backend
+    from engines.export import ExportMismatchError, onnx_frames, verify_backend
+    from vcam.compiled import generator_inputs
+
+    source = dataclasses.replace(
+        _source_for(avatar, onnx_file), onnx_path=onnx_file,
+        calibration_images=generator_inputs(avatar, 64, seed=2) if precision == "int8" else None)
+    try:
+        backend = create_backend("tensorrt", source, BackendOptions(device="cuda",
+                                                                    precision=precision))
+    except NoBackendError as error:
+        raise UserError(f"cannot build a TensorRT engine here: {error.reasons['tensorrt']}") \
+            from None
+    images = generator_inputs(avatar, 16, seed=1)
+    try:
+        verify_backend(backend, images, onnx_frames(onnx_file, images), precision)
+    except ExportMismatchError as error:
+        raise UserError(f"TensorRT engine refused: {error}") from None
+    info = backend.describe().to_dict()
+    backend.close()
+    return {"engine": info.get("model_path") or "cached", "info": info}
+
+
+def _source_for(avatar, onnx_file: Path):
+    from engines.backend import GeneratorSource
+
+    return GeneratorSource(avatar.config.image_size, module=avatar.generator(),
+                           onnx_path=onnx_file,
+                           input_channels=avatar.config.generator_input_channels)
+
+
 def add_bench(commands) -> None:
     command = add_command(commands, "bench", "Measure speed and print the figures.",
                           lambda args: args.bench_handler(args))
@@ -442,6 +514,8 @@ def add_bench(commands) -> None:
     landmarks.add_argument("--json", action="store_true")
     add_train_bench(benches)
     add_enroll_bench(benches)
+    add_render_bench(benches)
+    add_codec_bench(benches)
 
 
 def add_train_bench(benches) -> None:
@@ -481,6 +555,51 @@ def run_enroll_bench_command(args: argparse.Namespace) -> int:
           f"(+ {report['model_load_seconds']:.2f} s loading the model)")
     print(f"  fine-tuning {report['finetune_steps']} steps: {report['finetune_seconds']:.1f} s "
           f"({report['finetune_seconds_per_step']:.2f} s per step)")
+    return 0
+
+
+def add_render_bench(benches) -> None:
+    command = benches.add_parser("render", help="ms per frame of the personalised generator "
+                                 "on every available backend and precision")
+    command.set_defaults(bench_handler=run_render_bench_command)
+    command.add_argument("--config", choices=("tiny", "cpu", "paper"), default="cpu")
+    command.add_argument("--generator", choices=("direct", "warp"), default="direct")
+    command.add_argument("--backend", nargs="+", default=["torch", "onnxruntime", "tensorrt"],
+                         choices=("torch", "onnxruntime", "tensorrt"))
+    command.add_argument("--threads", type=positive_int)
+    command.add_argument("--no-int8", action="store_true", help="skip the INT8 comparison")
+    command.add_argument("--repeats", type=positive_int, default=20)
+    command.add_argument("--json", action="store_true")
+
+
+def run_render_bench_command(args: argparse.Namespace) -> int:
+    from engines.benchmark import TimingSettings
+    from vcam.bench.render import render_report_lines, run_render_bench
+
+    report = run_render_bench(args.config, args.generator, tuple(args.backend), args.threads,
+                              not args.no_int8, TimingSettings(repeats=args.repeats))
+    print(json.dumps(report, indent=1) if args.json else "\n".join(render_report_lines(report)))
+    return 0
+
+
+def add_codec_bench(benches) -> None:
+    command = benches.add_parser("codec", help="kbit/s and error of the landmark stream "
+                                 "against H.264 of the same crops")
+    command.set_defaults(bench_handler=run_codec_bench_command)
+    command.add_argument("--data", type=Path, required=True,
+                         help="a `vcam preprocess` folder (256 px crops)")
+    command.add_argument("--max-clips", type=positive_int, default=20)
+    command.add_argument("--json", action="store_true")
+
+
+def run_codec_bench_command(args: argparse.Namespace) -> int:
+    from vcam.bench.codec import codec_report_lines, run_codec_bench
+    from vcam.data.clips import open_dataset
+
+    clips = list(open_dataset(args.data).clips)
+    clips = clips[::max(1, len(clips) // args.max_clips)][:args.max_clips]
+    report = run_codec_bench(clips)
+    print(json.dumps(report, indent=1) if args.json else "\n".join(codec_report_lines(report)))
     return 0
 
 

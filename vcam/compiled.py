@@ -1,0 +1,87 @@
+"""Compiled forms of an avatar's generator: ONNX files (FP32, FP16, INT8) and TensorRT
+engines, kept in the user's data folder under the avatar's checksum, so the runtime finds them
+by itself and a changed avatar never reuses a stale file.
+
+``vcam compile`` exports and checks them ahead of time; the runtime exports the FP32 ONNX file
+on first use when a backend needs one.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from calibration.sets import CalibrationSetSpec, landmark_images, sweep_landmarks
+from engines.backend import GeneratorSource
+from engines.export import ExportMismatchError, ExportOptions, ExportResult, export_onnx
+from vcam.avatar import Avatar, vcam_home
+from vcam.errors import UserError
+from vcam.landmarks.raster import rasterise
+from vcam.train.episodes import to_tensor
+from vcam.warp import WarpGuide
+
+# Inputs used to check each exported model against torch, and to calibrate INT8.
+CHECK_COUNT = 16
+CALIBRATION_COUNT = 64
+
+
+def compiled_dir(avatar: Avatar) -> Path:
+    if not avatar.checksum:
+        raise ValueError("only a saved (checksummed) avatar has compiled forms")
+    return vcam_home() / "compiled" / avatar.checksum[:24]
+
+
+def onnx_path(avatar: Avatar, precision: str) -> Path:
+    return compiled_dir(avatar) / f"generator-{precision}.onnx"
+
+
+def generator_inputs(avatar: Avatar, count: int, seed: int) -> np.ndarray:
+    """(count, C, S, S) float32 inputs: the avatar's neutral landmarks moved through a sweep
+    of head poses and expressions (plus the warped enrollment image for the warp variant)."""
+    size = avatar.config.image_size
+    spec = CalibrationSetSpec(size=size, count=count, seed=seed)
+    points = sweep_landmarks(avatar.neutral_landmarks, spec)
+    images = landmark_images(points, size, rasterise)
+    if avatar.config.generator != "warp":
+        return images
+    guide = WarpGuide(avatar.crops, avatar.landmarks)
+    warped = np.stack([to_tensor(guide.image_for(p)).numpy() for p in points])
+    return np.concatenate([images, warped], axis=1).astype(np.float32)
+
+
+def export_avatar(avatar: Avatar, precision: str, out: Path | None = None,
+                  threads: int | None = None) -> ExportResult:
+    """Export (and check) the avatar's generator to ONNX; refuses to save a mismatch."""
+    path = out or onnx_path(avatar, precision)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checks = generator_inputs(avatar, CHECK_COUNT, seed=1)
+    calibration = (generator_inputs(avatar, CALIBRATION_COUNT, seed=2)
+                   if precision == "int8" else None)
+    try:
+        return export_onnx(avatar.generator(), path, checks,
+                           ExportOptions(precision=precision, threads=threads), calibration)
+    except ExportMismatchError as error:
+        raise UserError(f"export refused: {error}") from None
+
+
+def generator_source(avatar: Avatar, backend: str, precision: str = "fp32",
+                     announce: bool = True) -> GeneratorSource:
+    """What a backend needs to render this avatar: the torch module, and the compiled ONNX
+    file of that precision (exported now, once, if it is missing and the backend needs it)."""
+    module = avatar.generator()
+    path = onnx_path(avatar, precision) if avatar.checksum else None
+    if path is not None and backend in ("auto", "onnxruntime", "tensorrt") and \
+            not path.exists() and precision != "int8":
+        if announce:
+            print(f"vcam: exporting {avatar.name}'s generator to ONNX ({precision}) once",
+                  file=sys.stderr)
+        export_avatar(avatar, precision)
+    calibration = (generator_inputs(avatar, CALIBRATION_COUNT, seed=2)
+                   if backend == "tensorrt" and precision == "int8" else None)
+    return GeneratorSource(
+        image_size=avatar.config.image_size, module=module,
+        onnx_path=path if path is not None and path.exists() else None,
+        calibration_images=calibration,
+        input_channels=avatar.config.generator_input_channels)
