@@ -88,13 +88,12 @@ class Summary:
     identities: int = 0
     seconds: float = 0.0
     skipped: list[dict] = field(default_factory=list)
+    frames_read_now: int = 0  # frames decoded by this run (not by an earlier, resumed one)
 
     @property
     def frames_per_second(self) -> float:
         """Frames read per second of wall time, over the clips processed in this run."""
-        return self._frames_processed / self.seconds if self.seconds > 0 else 0.0
-
-    _frames_processed: int = 0
+        return self.frames_read_now / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass
@@ -349,7 +348,7 @@ def summarise(results: list[ClipResult], out: Path, seconds: float) -> Summary:
         frames_dropped=sum(r.frames_dropped for r in results),
         identities=len({r.identity for r in kept}), seconds=seconds,
         skipped=[{"source": r.source, "reason": r.reason} for r in results if r.reason])
-    summary._frames_processed = sum(r.frames_read for r in results if not r.reused)
+    summary.frames_read_now = sum(r.frames_read for r in results if not r.reused)
     return summary
 
 
