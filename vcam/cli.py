@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vcam", description="Appear on video calls as a neural avatar of yourself.")
     parser.add_argument("--version", action="version", version=f"vcam {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    add_run(commands)
     add_preprocess(commands)
     add_train(commands)
     add_enroll(commands)
@@ -59,6 +60,15 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
+
+
+def add_run(commands) -> None:
+    from vcam.runtime.app import add_run_arguments, run_from_args
+
+    command = add_command(
+        commands, "run", "Appear as your avatar: webcam (or a clip, or the demo animation) -> "
+        "landmarks -> avatar -> virtual camera, preview window or mp4 file.", run_from_args)
+    add_run_arguments(command)
 
 
 def add_preprocess(commands) -> None:
@@ -516,6 +526,7 @@ def add_bench(commands) -> None:
     add_enroll_bench(benches)
     add_render_bench(benches)
     add_codec_bench(benches)
+    add_pipeline_bench(benches)
 
 
 def add_train_bench(benches) -> None:
@@ -579,6 +590,26 @@ def run_render_bench_command(args: argparse.Namespace) -> int:
     report = run_render_bench(args.config, args.generator, tuple(args.backend), args.threads,
                               not args.no_int8, TimingSettings(repeats=args.repeats))
     print(json.dumps(report, indent=1) if args.json else "\n".join(render_report_lines(report)))
+    return 0
+
+
+def add_pipeline_bench(benches) -> None:
+    command = benches.add_parser("pipeline", help="frames/s and capture-to-sink latency of "
+                                 "the real-time pipeline, 640x480 clip -> file sink")
+    command.set_defaults(bench_handler=run_pipeline_bench_command)
+    command.add_argument("--config", choices=("tiny", "cpu", "paper"), default="cpu")
+    command.add_argument("--frames", type=positive_int, default=150)
+    command.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "tensorrt"),
+                         default="auto")
+    command.add_argument("--threads", type=positive_int)
+    command.add_argument("--json", action="store_true")
+
+
+def run_pipeline_bench_command(args: argparse.Namespace) -> int:
+    from vcam.bench.pipeline import pipeline_bench_lines, run_pipeline_bench
+
+    report = run_pipeline_bench(args.config, args.frames, args.backend, args.threads)
+    print(json.dumps(report, indent=1) if args.json else "\n".join(pipeline_bench_lines(report)))
     return 0
 
 

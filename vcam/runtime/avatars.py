@@ -1,0 +1,131 @@
+"""The avatars of a run and their loaded generator backends.
+
+This object owns the models and backends; the real-time loop only calls :meth:`render`. All
+avatars are loaded and warmed up before the pipeline starts, so switching between them live
+costs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engines.backend import (
+    Backend,
+    BackendOptions,
+    GeneratorSource,
+    NoBackendError,
+    create_backend,
+)
+from vcam.avatar import Avatar
+from vcam.compiled import generator_source
+from vcam.errors import UserError
+from vcam.warp import WarpGuide
+
+
+@dataclass(frozen=True)
+class RendererSettings:
+    """Which engine renders, and with how many CPU threads (None: the library's choice)."""
+
+    backend: str = "auto"
+    threads: int | None = None
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class AvatarEntry:
+    """An avatar and the bundle it came from (None when enrolled on the fly)."""
+
+    avatar: Avatar
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.avatar.name
+
+
+def renderer_source(avatar_path: Path | None, avatar: Avatar, backend: str) -> GeneratorSource:
+    """The generator in the form the backends load: the torch module, and the avatar's
+    compiled ONNX model (found by checksum, or exported once now) for ONNX Runtime and
+    TensorRT. An avatar that was never saved (no checksum) offers the torch module only."""
+    del avatar_path
+    if not avatar.checksum:
+        return GeneratorSource(avatar.config.image_size, module=avatar.generator(),
+                               input_channels=avatar.config.generator_input_channels)
+    return generator_source(avatar, backend)
+
+
+def load_backend(entry: AvatarEntry, settings: RendererSettings) -> Backend:
+    source = renderer_source(entry.path, entry.avatar, settings.backend)
+    options = BackendOptions(device=settings.device, threads=settings.threads)
+    try:
+        backend = create_backend(settings.backend, source, options)
+    except NoBackendError as error:
+        hint = ("" if settings.backend in ("auto", "torch")
+                else f" (compile the avatar first: `vcam compile {entry.name} --backend onnx`)")
+        raise UserError(f"{error}{hint}") from None
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    backend.warm_up()
+    return backend
+
+
+class AvatarLibrary:
+    """Avatars with a warmed-up backend each; a context manager that closes them."""
+
+    def __init__(self, entries: list[AvatarEntry], settings: RendererSettings = RendererSettings()
+                 ) -> None:
+        if not entries:
+            raise ValueError("an avatar library needs at least one avatar")
+        self.entries = entries
+        self.settings = settings
+        self._backends: list[Backend] = []
+        self._guides: dict[int, WarpGuide] = {}
+
+    def __enter__(self) -> AvatarLibrary:
+        try:
+            for entry in self.entries:
+                self._backends.append(load_backend(entry, self.settings))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for backend in self._backends:
+            backend.close()
+        self._backends.clear()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def names(self) -> list[str]:
+        return [entry.name for entry in self.entries]
+
+    def avatar(self, index: int) -> Avatar:
+        return self.entries[index].avatar
+
+    def crop_size(self, index: int) -> int:
+        return self.entries[index].avatar.config.image_size
+
+    def describe(self) -> list[dict]:
+        return [backend.describe().to_dict() for backend in self._backends]
+
+    def warp_guide(self, index: int) -> WarpGuide | None:
+        """The enrollment warp a warp-guided avatar's generator needs (None for direct)."""
+        avatar = self.entries[index].avatar
+        if avatar.config.generator != "warp":
+            return None
+        if index not in self._guides:
+            self._guides[index] = WarpGuide(avatar.crops, avatar.landmarks)
+        return self._guides[index]
+
+    def render(self, index: int, landmark_images: np.ndarray) -> np.ndarray:
+        """(1, 3, S, S) float32 landmark image in [-1, 1] -> (1, 3, S, S) frame in [-1, 1]."""
+        return self._backends[index].render(landmark_images)

@@ -1,0 +1,434 @@
+"""The real-time loop: capture -> landmarks -> render -> output, each stage in its own thread.
+
+Stages are joined by one-slot :class:`~vcam.runtime.handoff.Handoff` s: for a live input
+the newest frame wins (a slow stage drops stale frames and never builds a backlog); for a
+file every hand-off waits for its consumer, so every input frame is rendered. Each packet
+carries its capture time; stage times, frames/s, latency and drops are measured throughout,
+shown on the preview and logged.
+
+The main thread runs the preview window's event loop (or just waits), so Ctrl-C lands there:
+the stop event is set, every hand-off closed, every thread joined, then the sinks and the
+source are released by their context managers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from vcam.landmarks.raster import rasterise
+from vcam.landmarks.tracker import FaceTracker
+from vcam.runtime.avatars import AvatarLibrary
+from vcam.runtime.capture import FrameSource
+from vcam.runtime.compositor import Compositor, CompositorSettings
+from vcam.runtime.controls import Command, Controls, SelectAvatar
+from vcam.runtime.face_loss import FaceLossPolicy, FaceLossSettings
+from vcam.runtime.frames import Frame, FrameKind
+from vcam.runtime.handoff import Handoff, HandoffClosed
+from vcam.runtime.retarget import Retargeter, RetargetSettings
+from vcam.runtime.sinks import Pacer, Sink, WindowSink
+from vcam.runtime.stats import PipelineStats, StageStats, StatsSnapshot, percentile
+
+logger = logging.getLogger("vcam.runtime")
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """How the loop runs.
+
+    Attributes:
+        fps: the output rate of a virtual camera (and of the file sink).
+        max_frames: stop after capturing this many frames (0: no limit).
+        lossless: every hand-off waits for its consumer; None: only for inputs that are not
+            live (files).
+        retarget, face_loss, compositor: the stages' own settings.
+        poll_seconds: how often idle threads look at the stop event.
+        log_every: seconds between stats lines in the log (0: never).
+        overlay_refresh: seconds between refreshes of the figures handed to the sinks.
+    """
+
+    fps: float = 30.0
+    max_frames: int = 0
+    lossless: bool | None = None
+    retarget: RetargetSettings = field(default_factory=RetargetSettings)
+    face_loss: FaceLossSettings = field(default_factory=FaceLossSettings)
+    compositor: CompositorSettings = field(default_factory=CompositorSettings)
+    poll_seconds: float = 0.05
+    log_every: float = 5.0
+    overlay_refresh: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.fps <= 0 or self.max_frames < 0 or self.poll_seconds <= 0:
+            raise ValueError("need fps > 0, max_frames >= 0 and poll_seconds > 0")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did, for the command's report and for tests.
+
+    ``face_states`` counts the frames output per face state (tracking, holding, easing,
+    neutral) and the "camera lost" cards; ``frames_by_avatar`` the frames of each avatar.
+    """
+
+    reason: str
+    frames_captured: int
+    frames_rendered: int
+    frames_output: int
+    dropped: int
+    dropped_by_handoff: dict[str, int]
+    seconds: float
+    fps: float
+    latency_median_ms: float
+    latency_p95_ms: float
+    stage_ms: dict[str, float]
+    face_states: dict[str, int] = field(default_factory=dict)
+    frames_by_avatar: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        stages = ", ".join(f"{name} {ms:.1f}" for name, ms in self.stage_ms.items())
+        return [f"stopped: {self.reason}",
+                f"frames: {self.frames_captured} captured, {self.frames_rendered} rendered, "
+                f"{self.frames_output} output, {self.dropped} dropped",
+                f"{self.fps:.1f} frames/s; capture-to-sink latency {self.latency_median_ms:.0f} "
+                f"ms median, {self.latency_p95_ms:.0f} ms p95",
+                f"median ms per frame: {stages}"]
+
+
+def elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+class LandmarkWorker:
+    """Driver landmarks (tracked, or given by the demo) -> the avatar's landmarks."""
+
+    def __init__(self, tracker: FaceTracker | None, library: AvatarLibrary,
+                 settings: PipelineSettings, controls: Controls,
+                 driver_neutral: np.ndarray | None = None) -> None:
+        self.tracker = tracker
+        self.library = library
+        self.controls = controls
+        self.avatar_index = 0
+        first = library.avatar(0)
+        self.retargeter = Retargeter(first.neutral_landmarks, library.crop_size(0),
+                                     settings.retarget, driver_neutral)
+        self.face_loss = FaceLossPolicy(first.neutral_landmarks, settings.face_loss)
+
+    def process(self, frame: Frame) -> Frame:
+        self._apply_commands()
+        frame.avatar_index = self.avatar_index
+        if frame.kind is FrameKind.CAMERA_LOST:
+            self._forget_face()
+            return frame
+        if frame.driver_points is None and frame.image is not None and self.tracker is not None:
+            face = self.tracker.update(frame.image, frame.media_time)
+            frame.driver_points = None if face is None else face.points
+        retargeted = (None if frame.driver_points is None
+                      else self.retargeter(frame.driver_points, frame.media_time))
+        frame.avatar_points, frame.face_state = self.face_loss.update(retargeted,
+                                                                      frame.media_time)
+        return frame
+
+    def _forget_face(self) -> None:
+        if self.tracker is not None:
+            self.tracker.reset()
+        self.face_loss.reset()
+
+    def _apply_commands(self) -> None:
+        for command in self.controls.landmark_commands():
+            if command is Command.RESET_NEUTRAL:
+                self.retargeter.reset_neutral()
+            elif isinstance(command, SelectAvatar):
+                self._select(command.index)
+
+    def _select(self, index: int) -> None:
+        neutral = self.library.avatar(index).neutral_landmarks
+        self.avatar_index = index
+        self.retargeter.set_avatar(neutral, self.library.crop_size(index))
+        self.face_loss.set_neutral(neutral)
+        self.face_loss.reset()
+        logger.info("avatar: %s", self.library.names[index])
+
+
+class RenderWorker:
+    """The avatar's landmarks -> landmark image -> the generator's RGB crop."""
+
+    def __init__(self, library: AvatarLibrary) -> None:
+        self.library = library
+        self._buffers: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def _buffers_for(self, size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+        """A reused landmark image (S, S, 3) uint8 and network input (1, C, S, S) float32."""
+        if (size, channels) not in self._buffers:
+            self._buffers[size, channels] = (np.zeros((size, size, 3), np.uint8),
+                                             np.zeros((1, channels, size, size), np.float32))
+        return self._buffers[size, channels]
+
+    def process(self, frame: Frame) -> Frame:
+        if frame.avatar_points is None:
+            return frame
+        index = frame.avatar_index
+        size = self.library.crop_size(index)
+        guide = self.library.warp_guide(index)
+        landmark_image, network_input = self._buffers_for(size, 3 if guide is None else 6)
+        rasterise(frame.avatar_points, size, out=landmark_image)
+        np.multiply(landmark_image.transpose(2, 0, 1), 1 / 127.5, out=network_input[0, :3])
+        if guide is not None:  # the warp-guided generator also sees the warped enrollment
+            warped = guide.image_for(frame.avatar_points)
+            np.multiply(warped.transpose(2, 0, 1), 1 / 127.5, out=network_input[0, 3:])
+        network_input -= 1.0
+        rendered = self.library.render(index, network_input)[0]
+        frame.rendered = to_rgb_image(rendered)
+        return frame
+
+
+def to_rgb_image(frame: np.ndarray) -> np.ndarray:
+    """(3, S, S) float in [-1, 1] -> (S, S, 3) RGB uint8."""
+    scaled = (frame.transpose(1, 2, 0) + 1.0) * 127.5 + 0.5
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+class Pipeline:
+    """One run of the real-time loop over a source, a set of avatars and some sinks."""
+
+    def __init__(self, source: FrameSource, library: AvatarLibrary, sinks: list[Sink],
+                 settings: PipelineSettings = PipelineSettings(),
+                 tracker: FaceTracker | None = None, controls: Controls | None = None,
+                 driver_neutral: np.ndarray | None = None) -> None:
+        """``library`` must already be entered (backends loaded); ``source`` and ``sinks``
+        are opened by :meth:`run` (or by the caller, for :meth:`run_opened`).
+        ``driver_neutral`` fixes the driver's neutral face (the demo input)."""
+        if not sinks:
+            raise ValueError("a pipeline needs at least one sink")
+        self.source = source
+        self.sinks = sinks
+        self.settings = settings
+        self.controls = controls or Controls(len(library))
+        lossless = (not source.live) if settings.lossless is None else settings.lossless
+        self.handoffs: dict[str, Handoff[Frame]] = {
+            name: Handoff(name, wait_for_consumer=lossless)
+            for name in ("capture->landmarks", "landmarks->render", "render->output")}
+        self.stats = PipelineStats(dropped_counter=self.dropped)
+        self.landmarks = LandmarkWorker(tracker, library, settings, self.controls,
+                                        driver_neutral)
+        self.renderer = RenderWorker(library)
+        self.compositor = Compositor(settings.compositor)
+        self.face_states: Counter[str] = Counter()
+        self.frames_by_avatar: Counter[str] = Counter()
+        self._avatar_names = library.names
+        self.frames_captured = 0
+        self._first_capture: float | None = None
+        self._reason = "stopped"
+        self._errors: list[BaseException] = []
+        self._output_done = threading.Event()
+        self._snapshot = StatsSnapshot(0.0, 0.0, 0.0, {}, 0, 0)
+        self._snapshot_time = 0.0
+        self._logged_at = 0.0
+
+    def dropped(self) -> int:
+        return sum(handoff.dropped for handoff in self.handoffs.values())
+
+    @property
+    def stop(self) -> threading.Event:
+        return self.controls.stop
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        """Open the source and the sinks, run until the input ends, the frame limit, a quit
+        key, an error or Ctrl-C, and release them."""
+        with ExitStack() as devices:
+            devices.enter_context(self.source)
+            for sink in self.sinks:
+                devices.enter_context(sink)
+            return self.run_opened()
+
+    def run_opened(self) -> RunSummary:
+        """:meth:`run` for a source and sinks the caller has opened (and will release)."""
+        started = time.perf_counter()
+        threads = self._start_threads()
+        try:
+            self._wait_in_main_thread()
+        except KeyboardInterrupt:
+            self._reason = "interrupted (Ctrl-C)"
+        finally:
+            self._shut_down(threads)
+        if self._errors:
+            raise self._errors[0]
+        return self._summary(time.perf_counter() - started)
+
+    def _start_threads(self) -> list[threading.Thread]:
+        to_landmarks, to_render, to_output = self.handoffs.values()
+        jobs: list[tuple[str, Callable[[], None]]] = [
+            ("capture", self._capture_loop),
+            ("landmarks", lambda: self._stage_loop(to_landmarks, to_render,
+                                                   self.landmarks.process,
+                                                   self.stats.stages["landmarks"])),
+            ("render", lambda: self._stage_loop(to_render, to_output, self.renderer.process,
+                                                self.stats.stages["render"])),
+            ("output", self._output_loop),
+        ]
+        threads = [threading.Thread(target=self._guarded, args=(job,), name=f"vcam-{name}",
+                                    daemon=True) for name, job in jobs]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def _guarded(self, job: Callable[[], None]) -> None:
+        """Run a stage; an exception stops the whole pipeline and is re-raised by run()."""
+        try:
+            job()
+        except BaseException as error:  # handed to the main thread by run()
+            self._errors.append(error)
+            self._reason = f"error: {error}"
+            self.stop.set()
+
+    def _wait_in_main_thread(self) -> None:
+        windows = [sink for sink in self.sinks if isinstance(sink, WindowSink)]
+        while not self._output_done.is_set() and not self.stop.is_set():
+            if windows:
+                for window in windows:
+                    window.pump(self.settings.poll_seconds / len(windows))
+            else:
+                self._output_done.wait(self.settings.poll_seconds)
+        if self.controls.quit_requested:
+            self._reason = "quit from the preview"
+
+    def _shut_down(self, threads: list[threading.Thread]) -> None:
+        self.stop.set()
+        for handoff in self.handoffs.values():
+            handoff.close()
+        for thread in threads:
+            thread.join()
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def _capture_loop(self) -> None:
+        outbox = self.handoffs["capture->landmarks"]
+        stats = self.stats.stages["capture"]
+        limit = self.settings.max_frames
+        index = 0
+        try:
+            requested = time.perf_counter()
+            for item in self.source.frames(self.stop):
+                kind = FrameKind.CAMERA_LOST if item.lost else FrameKind.VIDEO
+                now = time.perf_counter()
+                media_time = now if item.timestamp is None else item.timestamp
+                frame = Frame(index, now, media_time, kind, item.image, item.points)
+                if self._first_capture is None:
+                    self._first_capture = frame.captured_at
+                if kind is FrameKind.VIDEO:
+                    stats.record(elapsed_ms(requested))
+                    self.frames_captured += 1
+                if not outbox.put(frame):
+                    return
+                index += 1
+                if limit and self.frames_captured >= limit:
+                    self._reason = f"frame limit ({limit})"
+                    return
+                requested = time.perf_counter()
+            if not self.stop.is_set():
+                self._reason = "end of input"
+        finally:
+            outbox.close()
+
+    def _stage_loop(self, inbox: Handoff[Frame], outbox: Handoff[Frame],
+                    process: Callable[[Frame], Frame], stats: StageStats) -> None:
+        try:
+            while not self.stop.is_set():
+                frame = inbox.get(self.settings.poll_seconds)
+                if frame is None:
+                    continue
+                started = time.perf_counter()
+                result = process(frame)
+                if frame.kind is FrameKind.VIDEO:
+                    stats.record(elapsed_ms(started))
+                if not outbox.put(result):
+                    return
+        except HandoffClosed:
+            return
+        finally:
+            outbox.close()
+
+    def _output_loop(self) -> None:
+        """Compose and send each new frame; a pacing sink (the virtual camera) also gets the
+        last frame again when nothing new arrived in time, at its steady rate."""
+        inbox = self.handoffs["render->output"]
+        pacer = next((sink for sink in self.sinks if isinstance(sink, Pacer)), None)
+        steady = [sink for sink in self.sinks if sink.steady]
+        last: tuple[np.ndarray, Frame] | None = None
+        try:
+            while not self.stop.is_set():
+                wait = 0.0 if pacer is not None and last is not None else self.settings.poll_seconds
+                frame = inbox.get(wait)
+                if frame is not None:
+                    last = (self._deliver(frame), frame)
+                elif last is not None:
+                    for sink in steady:
+                        sink.send(last[0], last[1], self._snapshot)
+                if pacer is not None and last is not None:
+                    pacer.wait_for_next_frame()
+                self._log_now_and_then()
+        except HandoffClosed:
+            return
+        finally:
+            self._output_done.set()
+
+    def _deliver(self, frame: Frame) -> np.ndarray:
+        started = time.perf_counter()
+        canvas = self.compositor.compose(frame)
+        snapshot = self._current_snapshot(started)
+        for sink in self.sinks:
+            sink.send(canvas, frame, snapshot)
+        if frame.kind is FrameKind.VIDEO:
+            self.stats.stages["output"].record(elapsed_ms(started))
+            self.stats.output.record(frame.captured_at, time.perf_counter())
+            self.face_states[frame.face_state.value] += 1
+            self.frames_by_avatar[self._avatar_names[frame.avatar_index]] += 1
+        else:
+            self.face_states[FrameKind.CAMERA_LOST.value] += 1
+        return canvas
+
+    def _current_snapshot(self, now: float) -> StatsSnapshot:
+        if now - self._snapshot_time >= self.settings.overlay_refresh:
+            self._snapshot, self._snapshot_time = self.stats.snapshot(), now
+        return self._snapshot
+
+    def _log_now_and_then(self) -> None:
+        now = time.perf_counter()
+        if self.settings.log_every and now - self._logged_at >= self.settings.log_every:
+            if self._logged_at:
+                logger.info(self.stats.snapshot().line())
+            self._logged_at = now
+
+    # -- results ------------------------------------------------------------------------------
+
+    def _summary(self, seconds: float) -> RunSummary:
+        output = self.stats.output
+        latencies = list(output.latencies_ms)
+        span = (output.last - self._first_capture
+                if output.last is not None and self._first_capture is not None else seconds)
+        return RunSummary(
+            reason=self._reason,
+            frames_captured=self.frames_captured,
+            frames_rendered=self.stats.stages["render"].frames,
+            frames_output=output.frames,
+            dropped=self.dropped(),
+            dropped_by_handoff={name: h.dropped for name, h in self.handoffs.items()},
+            seconds=seconds,
+            fps=output.frames / span if span > 0 else 0.0,
+            latency_median_ms=percentile(latencies, 0.5),
+            latency_p95_ms=percentile(latencies, 0.95),
+            stage_ms={name: stage.run_median() for name, stage in self.stats.stages.items()},
+            face_states=dict(self.face_states),
+            frames_by_avatar=dict(self.frames_by_avatar),
+        )

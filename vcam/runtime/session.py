@@ -1,0 +1,203 @@
+"""One `vcam run`: the settings parsed from the options, and the run assembled from them.
+
+:func:`settings_from_args` checks the options and freezes them into :class:`RunSettings`;
+:func:`run` loads (or enrolls) the avatars, opens the input and the sinks, loads the
+detector and the generator backends (:class:`~vcam.runtime.avatars.AvatarLibrary`, the
+object that owns the models) and runs the :class:`~vcam.runtime.pipeline.Pipeline`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vcam.errors import UserError
+from vcam.landmarks.detector import LandmarkDetector, create_detector
+from vcam.landmarks.tracker import FaceTracker
+from vcam.runtime.avatars import AvatarEntry, AvatarLibrary, RendererSettings
+from vcam.runtime.capture import DEFAULT_FPS, CameraSource, FrameSource, VideoFileSource
+from vcam.runtime.compositor import Background, CompositorSettings
+from vcam.runtime.controls import Controls
+from vcam.runtime.demo import DemoAnimation, DemoSource
+from vcam.runtime.pipeline import Pipeline, PipelineSettings, RunSummary
+from vcam.runtime.retarget import RetargetSettings
+from vcam.runtime.sinks import FileSink, Sink, SinkSpec, VirtualCameraSink, WindowSink
+
+logger = logging.getLogger("vcam.runtime")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """``--input``: a camera index, a video file, or ``demo``."""
+
+    kind: str
+    camera_index: int = 0
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> InputSpec:
+        if text == "demo":
+            return cls("demo")
+        if text.isdigit():
+            return cls("camera", camera_index=int(text))
+        path = Path(text)
+        if not path.is_file():
+            raise UserError(f"--input {text} is neither a camera index, a video file nor "
+                            "'demo'")
+        return cls("file", path=path)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything `vcam run` was asked to do, parsed and checked."""
+
+    avatars: tuple[str, ...]
+    photo: Path | None
+    model: Path | None
+    input: InputSpec
+    sinks: tuple[SinkSpec, ...]
+    renderer: RendererSettings
+    pipeline: PipelineSettings
+    landmarks: str = "dlib"
+    virtualcam_device: str | None = None
+    json: bool = False
+
+
+def default_threads() -> int:
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def video_fps(path: Path) -> float:
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
+    finally:
+        capture.release()
+
+
+def settings_from_args(args: argparse.Namespace) -> RunSettings:
+    """Check and freeze the options."""
+    source = InputSpec.parse(args.input)
+    fps = args.fps or (video_fps(source.path) if source.path is not None else DEFAULT_FPS)
+    width, height = args.size
+    compositor = CompositorSettings(width, height, Background.parse(args.background),
+                                    follow_head=args.follow_head, mirror=args.mirror)
+    pipeline = PipelineSettings(fps=fps, max_frames=args.max_frames,
+                                retarget=RetargetSettings(mode=args.retarget,
+                                                          move_in_crop=not args.follow_head),
+                                compositor=compositor)
+    renderer = RendererSettings(args.backend, args.threads or default_threads(), args.device)
+    sinks = tuple(SinkSpec.parse(text) for text in (args.sink or ["virtualcam"]))
+    return RunSettings(tuple(args.avatar or ()), args.photo, args.model, source, sinks,
+                       renderer, pipeline, args.landmarks, args.virtualcam_device, args.json)
+
+
+def run(settings: RunSettings) -> RunSummary:
+    """Load the avatars, open input and sinks, load the models, run until stopped.
+
+    The devices (camera, virtual camera, window) are opened before the slow part (landmark
+    detector, generator backends), so a missing one is reported at once.
+    """
+    check_avatar_given(settings)
+    needs_detector = settings.input.kind != "demo" or settings.photo is not None
+    detector = create_landmark_detector(settings) if settings.photo is not None else None
+    entries = avatar_entries(settings, detector)
+    controls = Controls(len(entries))
+    source, driver_neutral = input_source(settings, entries)
+    sinks = build_sinks(settings, entries, controls)
+    with ExitStack() as devices:
+        devices.enter_context(source)
+        for sink in sinks:
+            devices.enter_context(sink)
+        if needs_detector and detector is None:
+            detector = create_landmark_detector(settings)
+        library = devices.enter_context(AvatarLibrary(entries, settings.renderer))
+        log_backends(library)
+        tracker = None if detector is None else FaceTracker(detector)
+        pipeline = Pipeline(source, library, sinks, settings.pipeline, tracker, controls,
+                            driver_neutral)
+        return pipeline.run_opened()
+
+
+def log_backends(library: AvatarLibrary) -> None:
+    logger.info("rendering with %s", ", ".join(
+        f"{info['name']} ({info['device']}, {info['precision']})"
+        for info in library.describe()))
+
+
+def create_landmark_detector(settings: RunSettings) -> LandmarkDetector:
+    return create_detector(settings.landmarks, "cpu")
+
+
+def check_avatar_given(settings: RunSettings) -> None:
+    """Fail at once (before loading anything) when no avatar was asked for."""
+    if settings.photo is None and not settings.avatars:
+        raise UserError("vcam ships no default avatar yet: pass --avatar NAME|PATH (see "
+                        "`vcam avatars`) or --photo FILE to enroll one now")
+
+
+def avatar_entries(settings: RunSettings, detector: LandmarkDetector | None
+                   ) -> list[AvatarEntry]:
+    """The avatars to run: enrolled ones, or one enrolled now from --photo."""
+    from vcam.avatar import load_avatar, resolve_avatar
+
+    if settings.photo is not None:
+        return [enroll_photo(settings, detector)]
+    paths = [resolve_avatar(name) for name in settings.avatars]  # all names checked first
+    return [AvatarEntry(load_avatar(path), path) for path in paths]
+
+
+def enroll_photo(settings: RunSettings, detector: LandmarkDetector | None
+                 ) -> AvatarEntry:
+    """Feed-forward enrollment of ``settings.photo`` (nothing is saved)."""
+    from vcam.enroll import enroll, read_photo
+    from vcam.models.store import default_model_path, load_models
+    from vcam.train.finetune import FineTuneSettings
+
+    assert settings.photo is not None and detector is not None
+    photo = read_photo(settings.photo)
+    model_path = settings.model or default_model_path()
+    models = load_models(model_path)
+    avatar, enrollment = enroll([photo], settings.photo.stem, models, detector,
+                                FineTuneSettings(), str(model_path))
+    for warning in enrollment.warnings:
+        logger.warning(warning)
+    return AvatarEntry(avatar)
+
+
+def input_source(settings: RunSettings, entries: list[AvatarEntry]
+                 ) -> tuple[FrameSource, np.ndarray | None]:
+    """The frame source, and the driver's known neutral face (demo input only)."""
+    spec = settings.input
+    fps = settings.pipeline.fps
+    if spec.kind == "demo":
+        first = entries[0].avatar
+        neutral = first.neutral_landmarks
+        return DemoSource(DemoAnimation(neutral, first.config.image_size), fps), neutral
+    if spec.kind == "file" and spec.path is not None:
+        return VideoFileSource(spec.path), None
+    return CameraSource(spec.camera_index, fps), None
+
+
+def build_sinks(settings: RunSettings, entries: list[AvatarEntry], controls: Controls
+                ) -> list[Sink]:
+    compositor = settings.pipeline.compositor
+    width, height, fps = compositor.width, compositor.height, settings.pipeline.fps
+    sinks: list[Sink] = []
+    for spec in settings.sinks:
+        if spec.kind == "virtualcam":
+            sinks.append(VirtualCameraSink(width, height, fps, settings.virtualcam_device))
+        elif spec.kind == "window":
+            sinks.append(WindowSink(width, height, controls,
+                                    [entry.name for entry in entries],
+                                    [entry.avatar.config.image_size for entry in entries]))
+        elif spec.path is not None:
+            sinks.append(FileSink(spec.path, width, height, fps))
+    return sinks
