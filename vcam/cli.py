@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_avatars(commands)
     add_eval(commands)
     add_compile(commands)
+    add_call(commands)
     add_bench(commands)
     return parser
 
@@ -504,6 +505,12 @@ def _source_for(avatar, onnx_file: Path):
     return GeneratorSource(avatar.config.image_size, module=avatar.generator(),
                            onnx_path=onnx_file,
                            input_channels=avatar.config.generator_input_channels)
+
+
+def add_call(commands) -> None:
+    from vcam.net.call_args import add_call_arguments
+
+    add_call_arguments(commands)
 
 
 def add_bench(commands) -> None:
