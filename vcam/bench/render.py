@@ -19,7 +19,7 @@ from engines.benchmark import (
     benchmark_backends,
     compare_int8_with_fp32,
 )
-from engines.export import ExportOptions, export_onnx
+from engines.export import ExportOptions, Tolerance, export_onnx
 from vcam.landmarks.raster import rasterise
 from vcam.models.config import get_config
 from vcam.models.generator import Generator, PersonalisedGenerator
@@ -73,14 +73,18 @@ def run_render_bench(config_name: str = "cpu", generator_kind: str = "direct",
     channels = module.generator.config.generator_input_channels
     images = bench_inputs(size, channels)
     with tempfile.TemporaryDirectory(prefix="vcam-render-") as scratch:
-        fp32 = export_onnx(module, Path(scratch) / "fp32.onnx", images[:4],
-                           ExportOptions(threads=threads)).path
+        # Random weights of a deep config can drift past the 1e-3 export limit; the bench
+        # measures speed, so it reports the difference instead of refusing.
+        exported = export_onnx(module, Path(scratch) / "fp32.onnx", images[:4],
+                               ExportOptions(threads=threads, tolerance=Tolerance(min_psnr_db=30)))
+        fp32 = exported.path
         source = GeneratorSource(size, module=module, onnx_path=fp32, input_channels=channels)
         loaded, skipped = load_backends(source, threads, backends)
         latency = benchmark_backends(loaded, images[:1], timing)
         for backend in loaded.values():
             backend.close()
         report = {"config": config_name, "generator": generator_kind, "image_size": size,
+                  "onnx_max_abs_diff": exported.fp32_report.max_abs_diff,
                   "threads": threads or torch.get_num_threads(),
                   "backends": {name: dataclasses.asdict(stats)
                                for name, stats in latency.items()},
@@ -97,7 +101,8 @@ def run_render_bench(config_name: str = "cpu", generator_kind: str = "direct",
 
 def render_report_lines(report: dict) -> list[str]:
     lines = [f"render, {report['config']} config ({report['generator']} generator), "
-             f"{report['image_size']} px, batch 1, {report['threads']} threads"]
+             f"{report['image_size']} px, batch 1, {report['threads']} threads (ONNX vs torch "
+             f"max abs diff {report['onnx_max_abs_diff']:.1e})"]
     for name, stats in report["backends"].items():
         lines.append(f"  {name:<22} median {stats['median_ms']:7.2f} ms  p95 "
                      f"{stats['p95_ms']:7.2f} ms  ({1000 / stats['median_ms']:.0f} frames/s)")
