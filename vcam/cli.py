@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vcam import __version__
+from vcam.arguments import positive_int
 from vcam.errors import UserError
 
 SHARED_CLIPS = Path("../shared/data/clips")
@@ -54,13 +55,6 @@ def add_command(commands, name: str, summary: str,
     command = commands.add_parser(name, help=summary, description=summary)
     command.set_defaults(handler=handler)
     return command
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
 
 
 def add_run(commands) -> None:

@@ -14,6 +14,8 @@ import re
 import sys
 from pathlib import Path
 
+from vcam.arguments import non_negative_int, positive_int, positive_number
+
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
 RETARGET_CHOICES = ("relative", "raw")  # vcam.runtime.retarget.RETARGET_MODES
 LANDMARK_CHOICES = ("dlib", "face-alignment")
@@ -26,27 +28,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if not match or min(int(match[1]), int(match[2])) < 16:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1280x720, got {text}")
     return int(match[1]), int(match[2])
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def positive_number(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
