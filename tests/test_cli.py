@@ -69,3 +69,16 @@ def test_train_meta_refuses_bad_data_in_one_line(tmp_path):
     assert result.returncode == 2
     assert "not a preprocessed dataset" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_run_vcam_without_a_command_runs_the_camera(tmp_path):
+    from vcam.cli import with_default_command
+
+    assert with_default_command([]) == ["run"]
+    assert with_default_command(["--input", "demo"]) == ["run", "--input", "demo"]
+    assert with_default_command(["--help"]) == ["--help"]
+    assert with_default_command(["enroll", "x.jpg"]) == ["enroll", "x.jpg"]
+    result = run_vcam("--input", "demo", "--sink", f"file:{tmp_path / 'out.mp4'}",
+                      "--avatar", str(tmp_path / "missing.avatar.safetensors"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "invalid choice" not in result.stderr

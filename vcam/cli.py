@@ -33,6 +33,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def with_default_command(argv: list[str]) -> list[str]:
+    """``python run_vcam.py [OPTIONS]`` means ``vcam run [OPTIONS]``: no command, or options
+    first (other than --help and --version), select the real-time camera."""
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        return ["run", *argv]
+    return argv
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vcam", description="Appear on video calls as a neural avatar of yourself.")
