@@ -90,3 +90,20 @@ def test_eval_over_two_shared_clips(shared_data, tiny_model, tmp_path):
     assert run_eval(tiny_model, tmp_path / "data", out, "--shots", "1", "8",
                     "--frames", "8") == 0
     check_report(out, [1, 8], {"ff", "warp"}, clips=2)
+
+
+def test_fine_tuning_one_clip_leaves_the_loaded_model_unchanged(tiny_model, tiny_dataset):
+    import torch
+
+    from vcam.eval.run import LoadedModel, personalise
+    from vcam.train.finetune import FineTuneSettings
+
+    model = LoadedModel(tiny_model)
+    enrollment = enrolled(open_dataset(tiny_dataset).clips[0], 2, 64)
+    tuning = FineTuneSettings(lr_generator=1e-2, identity_loss=False)
+    inputs = enrollment.marks[:1]
+    before = personalise(model, enrollment, 0, tuning)(inputs).clone()
+    tuned = personalise(model, enrollment, 3, tuning)(inputs)
+    assert not torch.allclose(tuned, before)
+    after = personalise(model, enrollment, 0, tuning)(inputs)
+    assert torch.equal(after, before)

@@ -118,9 +118,29 @@ def target_indices(clip: Clip, shots: int, count: int) -> list[int]:
     return [int(later[int(i)]) for i in picks]
 
 
-def personalise(model: Path, enrollment: Enrolled, steps: int,
+class LoadedModel:
+    """The meta-learned networks, read from disk once for the whole evaluation. Fine-tuning
+    changes them in place; :meth:`restore` puts the loaded weights back."""
+
+    def __init__(self, path: Path) -> None:
+        self.models = load_models(path)
+        self._loaded = {key: value.clone() for key, value in self.models.state_dict().items()}
+
+    @property
+    def image_size(self) -> int:
+        return self.models.config.image_size
+
+    def restore(self) -> None:
+        self.models.load_state_dict(self._loaded)
+        self.models.eval()
+
+
+def personalise(model: LoadedModel, enrollment: Enrolled, steps: int,
                 settings: FineTuneSettings) -> PersonalisedGenerator:
-    models = load_models(model)
+    """The avatar of one enrollment set; its generator shares the loaded networks' weights,
+    so render with it before personalising again."""
+    model.restore()
+    models = model.models
     with torch.no_grad():
         embedding = models.embedder(enrollment.frames, enrollment.marks).mean(dim=0)
     personalised = PersonalisedGenerator.from_embedding(models.generator, embedding)
@@ -180,8 +200,9 @@ class ClipResult:
     enrollment: dict[int, Enrolled]
 
 
-def evaluate_clip(model: Path, clip: Clip, settings: EvalSettings, size: int,
+def evaluate_clip(model: LoadedModel, clip: Clip, settings: EvalSettings,
                   scorer: IdentityScorer, detector: LandmarkDetector) -> ClipResult:
+    size = model.image_size
     indices = target_indices(clip, max(settings.shots), settings.frames)
     pairs = [load_resized(clip, index, size) for index in indices]
     reals, targets = [real for real, _ in pairs], [points for _, points in pairs]
@@ -211,13 +232,13 @@ def evaluate(model: Path, dataset: Dataset, settings: EvalSettings,
              detector: LandmarkDetector,
              on_clip: Callable[[ClipResult], None] | None = None) -> list[ClipResult]:
     """Evaluate every held-out clip (up to ``max_clips``)."""
-    size = load_models(model).config.image_size
+    loaded = LoadedModel(model)
     clips = held_out_clips(dataset, model_split(model), max(settings.shots), settings.frames,
                            settings.max_clips)
     scorer = IdentityScorer(detector)
     results = []
     for clip in clips:
-        result = evaluate_clip(model, clip, settings, size, scorer, detector)
+        result = evaluate_clip(loaded, clip, settings, scorer, detector)
         results.append(result)
         if on_clip is not None:
             on_clip(result)

@@ -349,10 +349,10 @@ def train_process(data: Path, out: Path, config: ModelConfig, settings: MetaSett
                                      start=first + 1):
             losses = train_step(trainer, batch, step, out)
             log.step(step, losses, plan.settings.log_every)
-            every = plan.settings
-            if step % every.checkpoint_every == 0 or step == plan.settings.steps:
+            last = step == plan.settings.steps
+            if step % plan.settings.checkpoint_every == 0 or last:
                 checkpoint_now(out, step, trainer, plan, process)
-            if process.writes and (step % every.sample_every == 0 or step == every.steps):
+            if process.writes and (step % plan.settings.sample_every == 0 or last):
                 save_samples(out, step, trainer, sample_clips(dataset, plan), plan, log)
     finally:
         log.close()
