@@ -238,6 +238,8 @@ def run_train_meta_command(args: argparse.Namespace) -> int:
     config = dataclasses.replace(get_config(args.config), generator=args.generator)
     result = run_meta_training(args.data, args.out, config, settings,
                                resume=args.resume, device=args.device, quiet=args.json)
+    if result.rank != 0:
+        return 0
     if args.json:
         print(json.dumps(vars(result), indent=1))
     else:

@@ -316,6 +316,7 @@ class TrainResult:
     first_step: int
     seconds: float
     last_losses: dict
+    rank: int = 0
 
 
 def run_meta_training(data: Path, out: Path, config: ModelConfig, settings: MetaSettings,
@@ -330,13 +331,47 @@ def run_meta_training(data: Path, out: Path, config: ModelConfig, settings: Meta
             dist.destroy_process_group()
 
 
+def share_from_rank_zero(process: Process, produce) -> str:
+    """Rank 0 runs ``produce`` (text, or a UserError); every rank gets the same text or
+    raises the same error, so no replica decides differently or waits on a failed one."""
+    if process.world == 1:
+        return produce()
+    text, failed = "", False
+    if process.writes:
+        try:
+            text = produce()
+        except UserError as error:
+            text, failed = str(error), True
+    payload = torch.tensor(list(text.encode()), dtype=torch.uint8)
+    header = torch.tensor([payload.numel(), int(failed)], dtype=torch.int64)
+    dist.broadcast(header, src=0)
+    if not process.writes:
+        payload = torch.zeros(int(header[0]), dtype=torch.uint8)
+    dist.broadcast(payload, src=0)
+    shared = bytes(payload.tolist()).decode()
+    if header[1]:
+        raise UserError(shared)
+    return shared
+
+
+def agree_on_plan(out: Path, data: Path, config: ModelConfig, settings: MetaSettings,
+                  resume: bool, process: Process) -> RunPlan:
+    """Rank 0 checks the run folder and writes run.json; the other ranks take its plan."""
+    def write_plan() -> str:
+        plan, _ = prepare_run(out, data, config, settings, resume)
+        text = json.dumps(plan.to_dict(), indent=1)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / RUN_FILE, text)
+        return text
+
+    return RunPlan.from_dict(json.loads(share_from_rank_zero(process, write_plan)))
+
+
 def train_process(data: Path, out: Path, config: ModelConfig, settings: MetaSettings,
                   resume: bool, process: Process, quiet: bool) -> TrainResult:
-    plan, dataset = prepare_run(out, data, config, settings, resume)
+    plan = agree_on_plan(out, data, config, settings, resume, process)
+    dataset = open_dataset(data)
     clips = training_clips(dataset, plan)
-    if process.writes:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / RUN_FILE, json.dumps(plan.to_dict(), indent=1))
     trainer, first = build_trainer(plan, process, out)
     episodes = Episodes(clips, plan.settings.shots, plan.config.image_size,
                         plan.settings.batch, plan.settings.seed,
@@ -356,7 +391,10 @@ def train_process(data: Path, out: Path, config: ModelConfig, settings: MetaSett
                 save_samples(out, step, trainer, sample_clips(dataset, plan), plan, log)
     finally:
         log.close()
-    return TrainResult(str(out), step, first, time.perf_counter() - started, losses)
+    if process.world > 1:
+        dist.barrier()  # rank 0 may still be writing samples: leave the group together
+    return TrainResult(str(out), step, first, time.perf_counter() - started, losses,
+                       process.rank)
 
 
 def train_step(trainer: MetaTrainer, batch, step: int, out: Path) -> dict[str, float]:
