@@ -191,6 +191,38 @@ def add_train(commands) -> None:
     meta.add_argument("--workers", type=int, default=1, help="data loading processes")
     meta.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     meta.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_train_export(stages)
+
+
+def add_train_export(stages) -> None:
+    export = stages.add_parser(
+        "export", help="write a run's checkpoint as a model file that ships",
+        description="Write MODEL.safetensors (+ MODEL.json: config, step, identity split, "
+        "data counts) and MODEL.shape-basis.safetensors (the landmark shape basis calls "
+        "encode with, fitted on the run's training clips) from a `vcam train meta` run.")
+    export.set_defaults(train_handler=run_train_export_command)
+    export.add_argument("run", type=Path, help="a run folder (its latest checkpoint) or one "
+                        "of its checkpoint folders")
+    export.add_argument("--out", type=Path, required=True, help="MODEL.safetensors")
+    export.add_argument("--data", type=Path, default=None,
+                        help="the run's `vcam preprocess` folder, if it has moved")
+    export.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    export.add_argument("--force", action="store_true", help="replace existing files")
+    export.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run_train_export_command(args: argparse.Namespace) -> int:
+    from vcam.train.export import check_loads, export_model
+
+    result = export_model(args.run, args.out, args.data, args.precision == "fp16",
+                          args.force)
+    check_loads(args.out)
+    if args.json:
+        print(json.dumps(vars(result), indent=1))
+    else:
+        print(f"wrote {result.model} ({result.megabytes} MB, step {result.step}), "
+              f"{result.metadata} and {result.shape_basis}")
+    return 0
 
 
 def vgg_weights_setting(choice: str) -> str | None:

@@ -110,6 +110,25 @@ def test_warp_generator_takes_six_channels() -> None:
     assert output.shape == (2, OUTPUT_CHANNELS, config.image_size, config.image_size)
 
 
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_warp_generator_blends_the_warped_image_it_is_given(stride: int) -> None:
+    config = dataclasses.replace(get_config("tiny"), generator="warp", io_stride=stride)
+    torch.manual_seed(0)
+    generator = Generator(config).eval()
+    size = config.image_size
+    landmarks = torch.rand(1, 3, size, size) * 2 - 1
+    warped = torch.rand(1, 3, size, size) * 2 - 1
+    embedding = torch.rand(1, config.embedding_size)
+    with torch.no_grad():
+        untrained = generator(torch.cat([landmarks, warped], 1), e=embedding)
+        # Untrained, the blend leans on the warp: far closer to it than to anything else.
+        assert (untrained - warped).abs().mean() < 0.35 * (untrained + warped).abs().mean()
+        # A mask saturated at 1 everywhere passes the warp through exactly.
+        generator.head_conv.bias[OUTPUT_CHANNELS * stride**2:] = 50.0
+        passed = generator(torch.cat([landmarks, warped], 1), e=embedding)
+    assert torch.allclose(passed, warped, atol=1e-5)
+
 # --- sizes and structure --------------------------------------------------------------------
 
 

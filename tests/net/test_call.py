@@ -1,6 +1,8 @@
 """Landmark-only calls: fault injection, loopback ICE, the default basis, the session under
 hostile input, in-process calls, and two-process calls over loopback (`vcam call serve` and
-`vcam call join` in subprocesses), with injected loss and with a peer that vanishes."""
+`vcam call join` in subprocesses) made of the runtime's stages (a clip tracked with dlib, the
+demo input, ONNX Runtime rendering into mp4 files and a virtual camera), with injected loss
+and with a peer that vanishes."""
 
 from __future__ import annotations
 
@@ -23,10 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vcam.avatar import avatar_bytes, load_avatar
+from tests.net.conftest import VIRTUALCAM_BACKEND
+from vcam.avatar import load_avatar
 from vcam.data.synthetic import moving_face_frames, write_video
-from vcam.enroll import Photo, enroll
-from vcam.models.store import load_models
 from vcam.net.avatar_exchange import ExchangeSettings, describe_avatar
 from vcam.net.call import (
     CallbackRenderer,
@@ -41,6 +42,8 @@ from vcam.net.call import (
     LandmarkInbox,
     LandmarkSample,
     LocalSide,
+    PeerAvatar,
+    RendererStop,
     default_shape_basis,
     describe_locally,
     join_call,
@@ -59,8 +62,12 @@ from vcam.net.control import (
     encode_message,
 )
 from vcam.net.jitter import JitterSettings
+from vcam.net.media import CapturedLandmarks, PipelineRenderer, ReceiveSettings, SendSettings
 from vcam.net.signaling import SignalingSettings
-from vcam.train.finetune import FineTuneSettings
+from vcam.runtime.avatars import RendererSettings
+from vcam.runtime.compositor import CompositorSettings
+from vcam.runtime.session import InputSpec
+from vcam.runtime.sinks import SinkSpec
 
 REPO = Path(__file__).resolve().parents[2]
 LOOPBACK_ICE = IceSettings(host_addresses=("127.0.0.1",))
@@ -70,6 +77,7 @@ ENTRY = ("import os, sys; from vcam.net.cli_call import main; "
          "code = main(sys.argv[1:] + sys.stdin.readline().split()); "
          "sys.stdout.flush(); sys.stderr.flush(); os._exit(code)")
 CLIP_FPS = 15
+WIDTH, HEIGHT = 160, 120
 
 
 # -- pieces ----------------------------------------------------------------------------------
@@ -152,22 +160,7 @@ class FakePeerConnection:
         pass
 
 
-@pytest.fixture(scope="module")
-def avatars(tiny_model, dlib_detector, astronaut_image, tmp_path_factory) -> dict[str, Path]:
-    """Two different tiny avatars, 'astro' and 'bob', as bundle files."""
-    folder = tmp_path_factory.mktemp("avatars")
-    models = load_models(tiny_model)
-    paths = {}
-    for name, photo in (("astro", astronaut_image),
-                        ("bob", np.ascontiguousarray(astronaut_image[:, ::-1]))):
-        avatar, _ = enroll([Photo(name, photo)], name, models, dlib_detector,
-                           FineTuneSettings())
-        paths[name] = folder / f"{name}.avatar.safetensors"
-        paths[name].write_bytes(avatar_bytes(avatar))
-    return paths
-
-
-def counting_renderer(avatar, fps: float) -> CallbackRenderer:
+def counting_renderer(peer: PeerAvatar, fps: float) -> CallbackRenderer:
     """A renderer that only checks and counts what it is handed (no torch, no thread)."""
 
     def check(landmarks: np.ndarray) -> None:
@@ -287,14 +280,48 @@ def test_an_avatar_over_the_receivers_limit_ends_the_call_on_both_sides(avatars,
     assert not (vcam_home / "avatars" / "bob.avatar.safetensors").exists()
 
 
+class HangingUpRenderer(CallbackRenderer):
+    """Counts frames and hangs up by itself after ``after`` of them, as q in the preview
+    window does; keeps the peer's avatar it was made for."""
+
+    def __init__(self, peer: PeerAvatar, after: int) -> None:
+        super().__init__(lambda landmarks: None)
+        self.peer, self.after = peer, after
+
+    @property
+    def stopped(self) -> RendererStop | None:
+        return RendererStop("hung up from the preview window") if self.rendered >= self.after \
+            else None
+
+
+def test_a_renderer_that_stops_by_itself_ends_the_call_for_both(avatars, vcam_home):
+    made: list[HangingUpRenderer] = []
+
+    def factory(peer: PeerAvatar, fps: float) -> HangingUpRenderer:
+        made.append(HangingUpRenderer(peer, after=10))
+        return made[-1]
+
+    server = dataclasses.replace(local_side(avatars["astro"]), renderer_factory=factory)
+    served, joined = asyncio.run(in_process_call(
+        server, local_side(avatars["bob"], SyntheticSource(64)), CallSettings(),
+        CallSettings(share_avatar=True)))
+    assert not served.failed and served.ended_by == "hung up from the preview window", served
+    assert not joined.failed and "peer ended" in joined.ended_by, joined
+    assert served.playout["rendered"] >= 10
+    (renderer,) = made
+    assert renderer.peer.avatar.name == "bob" and renderer.peer.call_only  # no --keep
+
+
 # -- two processes -----------------------------------------------------------------------------
 
 
 class Peer:
     """`vcam call ...` in a subprocess; its output lines are collected by threads."""
 
-    def __init__(self, args: list[str], home: Path) -> None:
+    def __init__(self, args: list[str], home: Path, temporary: Path | None = None) -> None:
         env = {**os.environ, "VCAM_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        if temporary is not None:  # its own temporary folder, to see what it leaves there
+            env["TMPDIR"] = str(temporary)
         self.process = subprocess.Popen(
             [sys.executable, "-c", ENTRY, "call", *args], cwd=REPO, env=env, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -360,9 +387,11 @@ def call_homes(avatars, tmp_path_factory) -> dict[str, Path]:
     return homes
 
 
-def serve_process(args: list[str], home: Path) -> tuple[Peer, dict]:
+def serve_process(args: list[str], home: Path, temporary: Path | None = None
+                  ) -> tuple[Peer, dict]:
     """`vcam call serve` in a subprocess, and the join details it printed."""
-    serve = Peer(["serve", "--port", "0", "--avatar", "astro", "--json", *args], home)
+    serve = Peer(["serve", "--port", "0", "--avatar", "astro", "--json", *args], home,
+                 temporary)
     serve.process.stdin.close()
     try:
         return serve, json.loads(serve.wait_for('"listening"', 90))
@@ -371,19 +400,41 @@ def serve_process(args: list[str], home: Path) -> tuple[Peer, dict]:
         raise
 
 
+def video_facts(path: Path) -> tuple[int, int, int]:
+    """Frame count, width and height of a video file, read back with OpenCV."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
+                int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    finally:
+        capture.release()
+
+
 def test_two_way_call_between_two_processes_with_loss_injected_one_way(
-        call_homes, avatars, vcam_home, tmp_path):
-    """A: `vcam call serve` in a subprocess, tracking a clip with dlib, rendering B's avatar
-    with its generator into an mp4. B: this process, joining with synthetic landmarks, 10%
-    loss and 10% reordering injected on its send path, and a counting renderer."""
-    out = tmp_path / "peer.mp4"
-    serve, listening = serve_process(["--input", str(call_homes["clip"]), "--loop",
-                                      "--share-avatar", "--sink", f"file:{out}"],
-                                     call_homes["a"])
+        call_homes, avatars, vcam_home, tmp_path, recording_virtualcam):
+    """A: `vcam call serve` in a subprocess, tracking a clip with dlib and showing B's
+    avatar (received for this call only) through the runtime's pipeline, rendered by ONNX
+    Runtime, in an mp4 file. B: this process, joining with the demo input, 10% loss and 10%
+    reordering injected on its send path, and showing A's avatar (kept) in a virtual camera
+    (pyvirtualcam, a recording device) and an mp4 file."""
+    a_sees, b_sees, a_temporary = tmp_path / "a.mp4", tmp_path / "b.mp4", tmp_path / "a-tmp"
+    a_temporary.mkdir()
+    serve, listening = serve_process(
+        ["--input", str(call_homes["clip"]), "--loop", "--share-avatar", "--size",
+         f"{WIDTH}x{HEIGHT}", "--sink", f"file:{a_sees}"], call_homes["a"], a_temporary)
     settings = CallSettings(max_seconds=3.0, share_avatar=True,
                             exchange=ExchangeSettings(keep=True),
                             faults=FaultSettings(drop=0.1, reorder=0.1, seed=3))
-    me = local_side(avatars["bob"], SyntheticSource(64, fps=CLIP_FPS))
+    bob = load_avatar(avatars["bob"])
+    shown = ReceiveSettings((SinkSpec("virtualcam"), SinkSpec("file", b_sees)),
+                            RendererSettings("onnxruntime", 1, "cpu"),
+                            CompositorSettings(WIDTH, HEIGHT),
+                            virtualcam_backend=VIRTUALCAM_BACKEND)
+    me = LocalSide(bob, avatars["bob"], describe_avatar(avatars["bob"], bob),
+                   default_shape_basis(),
+                   CapturedLandmarks(InputSpec.parse("demo"), bob, SendSettings(fps=CLIP_FPS)),
+                   lambda peer, fps: PipelineRenderer(peer, fps, shown))
     try:
         joined = asyncio.run(join_call(me, settings, listening["url"], listening["token"],
                                        SignalingSettings(), LOOPBACK_ICE, asyncio.Event(),
@@ -402,21 +453,34 @@ def test_two_way_call_between_two_processes_with_loss_injected_one_way(
     for playout in (served["playout"], joined.playout):
         assert playout["slots"] >= 2 * CLIP_FPS, playout
         assert playout["rendered"] >= 0.95 * playout["slots"], playout
-    video = cv2.VideoCapture(str(out))
-    assert video.get(cv2.CAP_PROP_FRAME_COUNT) >= 0.9 * served["playout"]["rendered"]
-    assert (vcam_home / "avatars" / "astro.avatar.safetensors").exists()  # kept
+    # What each side showed, read back.
+    assert video_facts(a_sees) == (served["playout"]["output"], WIDTH, HEIGHT)
+    assert video_facts(b_sees) == (joined.playout["output"], WIDTH, HEIGHT)
+    (camera,) = recording_virtualcam
+    assert (camera.width, camera.height, camera.fps) == (WIDTH, HEIGHT, CLIP_FPS)
+    assert len(camera.frames) >= joined.playout["output"] and camera.closed
+    assert set(camera.frames) == {(WIDTH * HEIGHT * 3, np.dtype(np.uint8))}
+    # B kept A's avatar (and may cache its compiled model); A kept nothing of B's.
+    assert (vcam_home / "avatars" / "astro.avatar.safetensors").exists()
+    assert list((vcam_home / "compiled").glob("*/generator-fp32.onnx"))
+    assert sorted(path.name for path in call_homes["a"].iterdir()) == ["avatars"]
     assert not (call_homes["a"] / "avatars" / "bob.avatar.safetensors").exists()
+    # Its temporary folder holds nothing of vcam's (ONNX Runtime keeps a `.ses` file there).
+    assert [path.name for path in a_temporary.iterdir() if path.name != ".ses"] == []
 
 
-def test_a_peer_that_vanishes_ends_the_call_cleanly(call_homes):
+def test_a_peer_that_vanishes_ends_the_call_cleanly(call_homes, tmp_path):
     """Two processes; the serving one is killed mid-call; the joining one must end the call
     by itself within a few seconds, with exit code 0 and its report."""
-    join = Peer(["join", "--avatar", "bob", "--json", "--input", str(call_homes["clip"]),
-                 "--loop", "--share-avatar", "--max-seconds", "120", "--peer-timeout", "3"],
+    join = Peer(["join", "--avatar", "bob", "--json", "--input", "demo", "--share-avatar",
+                 "--max-seconds", "120", "--peer-timeout", "3",
+                 "--sink", f"file:{tmp_path / 'b.mp4'}"],
                 call_homes["b"])  # starts now, reads the URL and token from its stdin
     try:
-        serve, listening = serve_process(["--input", "none", "--share-avatar"],
-                                         call_homes["a"])
+        serve, listening = serve_process(["--input", "none", "--share-avatar", "--size",
+                                          f"{WIDTH}x{HEIGHT}",
+                                          "--sink", f"file:{tmp_path / 'a.mp4'}"],
+                                         call_homes["a"], tmp_path)
     except BaseException:
         join.kill()
         raise

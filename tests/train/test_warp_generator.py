@@ -1,6 +1,8 @@
 """The warp-guided generator: G also sees the nearest enrollment frame warped to the target."""
 
 import dataclasses
+import shutil
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,7 +14,9 @@ from vcam.cli import main
 from vcam.data.clips import open_dataset
 from vcam.enroll import reconstruction_error
 from vcam.models.config import get_config
-from vcam.models.generator import Generator, PersonalisedGenerator
+from vcam.models.generator import Generator, PersonalisedGenerator, generator_input
+from vcam.models.losses import LossWeights
+from vcam.models.store import load_models
 from vcam.train.episodes import Episodes
 from vcam.train.run import run_meta_training
 from vcam.warp import WarpGuide
@@ -42,13 +46,36 @@ def test_warp_episodes_carry_the_warped_target(tiny_dataset):
     assert float(error) < 0.5 * float((batch["target"] + 1).abs().mean())
 
 
+def fixed_batch_l1(model: Path, batch: dict) -> float:
+    """L1 of the generated targets of one fixed batch, from a checkpoint."""
+    models = load_models(model)
+    with torch.no_grad():
+        frames, landmarks = batch["frames"], batch["landmarks"]
+        embeddings = models.embedder(frames.flatten(0, 1), landmarks.flatten(0, 1))
+        embeddings = embeddings.view(*frames.shape[:2], -1).mean(1)
+        inputs = generator_input(batch["target_landmarks"], batch["target_warp"])
+        fake = models.generator(inputs, e=embeddings)
+    return float((fake - batch["target"]).abs().mean())
+
+
 def test_tiny_warp_guided_run_lowers_the_l1(tiny_dataset, tmp_path):
-    run_meta_training(tiny_dataset, tmp_path / "run", WARP_TINY,
-                      fast_settings(steps=30, checkpoint_every=30), quiet=True)
-    rows = (tmp_path / "run" / "log.tsv").read_text().splitlines()
-    column = rows[0].split("\t").index("l1")
-    l1 = [float(row.split("\t")[column]) for row in rows[1:]]
-    assert np.mean(l1[-5:]) < 0.6 * np.mean(l1[:3])
+    # Measured on one fixed batch: the untrained blend already shows the warp, so the
+    # per-step figures are dominated by which episodes were drawn.
+    run = tmp_path / "run"
+    settings = fast_settings(steps=1, checkpoint_every=40, vgg_weights=None,
+                             losses=LossWeights(pixel=1.0, adversarial=0.0,
+                                                feature_matching=0.0))
+    run_meta_training(tiny_dataset, run, WARP_TINY, settings, quiet=True)
+    shutil.copytree(run / "checkpoints" / "step-0000001", tmp_path / "start")
+    run_meta_training(tiny_dataset, run, WARP_TINY, dataclasses.replace(settings, steps=40),
+                      resume=True, quiet=True)
+    batch = Episodes(open_dataset(tiny_dataset).clips, shots=2, size=64, batch=6, seed=99,
+                     warp=True).draw(0)
+    before = fixed_batch_l1(tmp_path / "start", batch)
+    after = fixed_batch_l1(run / "checkpoints" / "step-0000040", batch)
+    warp_alone = float((batch["target_warp"] - batch["target"]).abs().mean())
+    # It learned corrections: closer to the targets than where it started and than the warp.
+    assert after < before - 0.005 and after < warp_alone - 0.005
 
 
 def test_warp_guided_avatar_exports_with_parity(tmp_path, tiny_dataset, vcam_home,

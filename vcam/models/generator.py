@@ -28,12 +28,18 @@ from vcam.models.blocks import (
 from vcam.models.config import ModelConfig
 
 OUTPUT_CHANNELS = 3
+MASK_BIAS = 2.0
 
 
 class Generator(nn.Module):
     """G(y, e; psi, P) -> x_hat in [-1, 1], (B, 3, S, S).
 
-    ``y`` is the landmark image (B, 3, S, S) in [-1, 1] (6 channels for the ``warp`` variant).
+    ``y`` is the landmark image (B, 3, S, S) in [-1, 1] (6 channels for the ``warp`` variant:
+    the landmark image, then the enrollment image warped to those landmarks).
+    The ``warp`` variant's head also predicts a mask ``m`` and blends
+    ``x_hat = m * warped + (1 - m) * rgb``: the network learns where the warp is right and
+    paints only the rest (mouth interiors, disocclusions, folds); at initialisation the
+    blend leans on the warp (``m`` about 0.88).
     Either the embedding ``e`` (B, N) or the AdaIN coefficients ``psi`` (B or 1, T) drive the
     decoder; ``psi = adain_params(e)``.
     """
@@ -51,7 +57,11 @@ class Generator(nn.Module):
         )
         self.decoder = _decoder(config)
         self.head_norm = AdaIN(config.width(0))
-        self.head_conv = conv3x3(config.width(0), OUTPUT_CHANNELS * config.io_stride**2)
+        self.blends_warp = config.generator == "warp"
+        head_channels = OUTPUT_CHANNELS + (1 if self.blends_warp else 0)
+        self.head_conv = conv3x3(config.width(0), head_channels * config.io_stride**2)
+        if self.blends_warp:
+            self._lean_on_the_warp(config.io_stride)
         self.head_shuffle = nn.PixelShuffle(config.io_stride)
         self.projection = nn.Linear(config.embedding_size, self.adain_param_count, bias=False)
         apply_spectral_norm(self)
@@ -87,7 +97,18 @@ class Generator(nn.Module):
         for layer in self.decoder:
             h = layer(h, next(slices)) if isinstance(layer, AdaptiveModule) else layer(h)
         h = torch.relu(self.head_norm(h, next(slices)))
-        return torch.tanh(self.head_shuffle(self.head_conv(h)))
+        out = self.head_shuffle(self.head_conv(h))
+        if not self.blends_warp:
+            return torch.tanh(out)
+        mask = torch.sigmoid(out[:, OUTPUT_CHANNELS:])
+        warped = landmarks[:, OUTPUT_CHANNELS:2 * OUTPUT_CHANNELS]
+        return mask * warped + (1 - mask) * torch.tanh(out[:, :OUTPUT_CHANNELS])
+
+    def _lean_on_the_warp(self, stride: int) -> None:
+        """Start the mask channel's bias at +2 (pixel shuffle puts its ``stride**2`` maps
+        last), so an untrained warp-guided generator already shows the warp."""
+        with torch.no_grad():
+            self.head_conv.bias[OUTPUT_CHANNELS * stride**2:] = MASK_BIAS
 
     def deployable_copy(self) -> Generator:
         """A frozen eval-mode CPU copy with spectral norm folded into plain weights.

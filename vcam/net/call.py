@@ -7,11 +7,13 @@ codec packets, a lost one is concealed, never resent) and ``control`` (reliable:
 avatar exchange, key requests, pings and bye; see ``vcam.net.control``). Blocking work runs in
 threads: the landmark source (video decoding and face tracking) encodes packets and hands
 them to the loop with ``run_coroutine_threadsafe``; the renderer runs the generator on the
-latest landmarks handed to it. A playout loop ticks at the sender's frame rate and takes
-landmarks from the jitter buffer, so the renderer sees a steady stream whatever the network
-did. A call ends on bye, on the peer's silence (no message for ``peer_timeout_s``), on a lost
-connection or closed channel, at ``max_seconds``, when the local video ends, or on request
-(Ctrl-C); either way a bye goes out when it can and a report of the call comes back.
+latest landmarks handed to it (``vcam.net.media`` builds both from the real-time runtime's
+stages). A playout loop ticks at the sender's frame rate and takes landmarks from the jitter
+buffer, so the renderer sees a steady stream whatever the network did. A call ends on bye, on
+the peer's silence (no message for ``peer_timeout_s``), on a lost connection or closed
+channel, at ``max_seconds``, when the local video ends, when the renderer stops by itself
+(its preview window was closed), or on request (Ctrl-C); either way a bye goes out when it
+can and a report of the call comes back.
 
 Loopback calls: aioice, aiortc's ICE, never offers 127.0.0.1 as a candidate and has no
 setting for it. ``IceSettings.host_addresses`` limits the host candidates to the addresses
@@ -339,11 +341,35 @@ class LandmarkSender:
 # Receive path: landmarks channel -> decoder -> jitter buffer -> playout -> renderer
 
 
+@dataclass(frozen=True)
+class PeerAvatar:
+    """The avatar the peer is rendered with, and the user's own bundle of it: a copy the
+    user had, or one kept with ``--keep``. ``path`` None: received for this call only, so
+    nothing made from it (compiled models, engines) may outlive the call."""
+
+    avatar: Avatar
+    path: Path | None = None
+
+    @property
+    def call_only(self) -> bool:
+        return self.path is None
+
+
+@dataclass(frozen=True)
+class RendererStop:
+    """Why a renderer stopped by itself during the call (its window was closed, a sink
+    failed); ``failed``: the call ends as a failure."""
+
+    reason: str
+    failed: bool = False
+
+
 class Renderer(Protocol):
     """Where played-out landmarks go: the pluggable render stage. ``start`` blocks (it runs
     in a thread); ``submit`` is called from the loop once per frame slot with (68, 2) float32
     landmarks in the crop pixels of the peer's avatar and must not block; ``close`` blocks;
-    ``counts`` holds at least ``rendered`` and ``skipped``."""
+    ``counts`` holds at least ``rendered`` and ``skipped``; ``stopped`` is None while it
+    runs, else why it stopped by itself (the call then ends)."""
 
     def start(self) -> None: ...
 
@@ -354,8 +380,12 @@ class Renderer(Protocol):
     @property
     def counts(self) -> dict[str, int]: ...
 
+    @property
+    def stopped(self) -> RendererStop | None: ...
 
-RendererFactory = Callable[[Avatar, float], Renderer]
+
+# (the peer's avatar, the peer's frame rate) -> the renderer of this call
+RendererFactory = Callable[[PeerAvatar, float], Renderer]
 
 
 class CallbackRenderer:
@@ -379,6 +409,10 @@ class CallbackRenderer:
     @property
     def counts(self) -> dict[str, int]:
         return {"rendered": self.rendered, "skipped": 0}
+
+    @property
+    def stopped(self) -> RendererStop | None:
+        return None
 
 
 class LandmarkInbox:
@@ -685,7 +719,8 @@ class CallReport:
                 f"{received['held']} held, {received['late']} late")
         if playout:
             lines.append(f"rendered {playout['rendered']} of {playout['slots']} frame slots "
-                         f"({playout['rendered_fraction']:.1%}), {playout['skipped']} skipped")
+                         f"({playout['rendered_fraction']:.1%}), {playout['skipped']} skipped, "
+                         f"{playout['output']} sent to the sinks")
         if self.control.get("bad"):
             lines.append(f"bad control messages: {self.control['bad']}")
         return lines
@@ -792,6 +827,8 @@ class CallSession:
                 self.end("hung up here")
             elif self.connection.control.closed.is_set():
                 self.end("the peer closed the control channel")
+            elif self.renderer is not None and (stopped := self.renderer.stopped) is not None:
+                self.end(stopped.reason, stopped.failed)
             elif (settings.max_seconds and self.media_started is not None
                   and now - self.media_started >= settings.max_seconds):
                 self.end(f"--max-seconds {settings.max_seconds:g} reached")
@@ -833,13 +870,13 @@ class CallSession:
                              f"{hello.shape_basis[:12]}, here {self.local.basis.fingerprint[:12]})"
                              ": pass the same --shape-basis on both sides")
 
-    async def peer_avatar(self, hello: Hello) -> Avatar:
+    async def peer_avatar(self, hello: Hello) -> PeerAvatar:
         """The peer's avatar: one's own copy if one has exactly its bundle, else received."""
         path = await asyncio.to_thread(local_copy, hello.avatar)
         if path is not None:
             self.log(f"rendering the peer as {hello.avatar.name!r} from {path}")
             try:
-                return await asyncio.to_thread(load_avatar, path)
+                return PeerAvatar(await asyncio.to_thread(load_avatar, path), path)
             except UserError as error:
                 raise CallFailed(str(error)) from None
         if not hello.shares_avatar:
@@ -847,7 +884,7 @@ class CallSession:
                              "the peer does not share it (it can pass --share-avatar)")
         return await self.receive_avatar(hello.avatar)
 
-    async def receive_avatar(self, info: AvatarInfo) -> Avatar:
+    async def receive_avatar(self, info: AvatarInfo) -> PeerAvatar:
         try:
             check_declared_size(info, self.settings.exchange)
         except TransferRefused as error:
@@ -866,16 +903,23 @@ class CallSession:
             self.send(AvatarResult(False, str(error)))
             raise CallFailed(str(error)) from None
         self.send(AvatarResult(True))
-        return avatar
+        # Kept among the user's avatars (--keep, unless one of that name was there): the
+        # bundle on disk, whose compiled forms may be cached like any of the user's.
+        kept = (await asyncio.to_thread(local_copy, info)
+                if self.settings.exchange.keep else None)
+        return PeerAvatar(avatar, kept)
 
-    async def start_renderer(self, avatar: Avatar, hello: Hello) -> None:
+    async def start_renderer(self, avatar: PeerAvatar, hello: Hello) -> None:
         self.landmarks_in = LandmarkInbox(self.local.basis, hello.avatar.image_size,
                                           self.settings.jitter, self.want_key)
         renderer = self.local.renderer_factory(avatar, hello.fps)
         try:
             await asyncio.to_thread(renderer.start)
-        except Exception as error:
-            raise CallFailed(f"cannot render the peer's avatar: {error}") from None
+        except BaseException as error:  # failed, or the call ended while it was starting
+            await asyncio.to_thread(renderer.close)
+            if isinstance(error, Exception):
+                raise CallFailed(f"cannot render the peer's avatar: {error}") from None
+            raise
         self.renderer = renderer
 
     # -- media ----------------------------------------------------------------------
@@ -1087,7 +1131,7 @@ class CallSession:
         rendered = counts.get("rendered", 0)
         return {"slots": self.playout.slots, "played": self.playout.played,
                 "missed": self.playout.missed, "rendered": rendered,
-                "skipped": counts.get("skipped", 0),
+                "output": counts.get("output", rendered), "skipped": counts.get("skipped", 0),
                 "rendered_fraction": rendered / self.playout.slots if self.playout.slots
                 else 0.0}
 

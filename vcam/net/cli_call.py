@@ -6,10 +6,9 @@ the subparsers of the ``vcam`` parser; nothing is parsed at import. ``run_serve(
 it ended; 2 with a one-line message: it could not start or was refused). ``main(argv)`` is
 the same as a standalone program (``python -m vcam.net.cli_call call serve ...``).
 
-Until the real-time runtime's render, composite and sink stages are connected, the call
-renders with stand-ins kept here: ``VideoLandmarkSource`` (a webcam or a video file, tracked
-with dlib in the sender's thread) and ``AvatarRenderer`` (the peer avatar's generator in a
-worker thread, writing to an mp4 file or only counting frames).
+Both sides are made of the real-time runtime's stages (``vcam.net.media``): one's landmarks
+come from `vcam run`'s inputs and landmark stage, and the peer's avatar goes through its
+render, composite and sink stages.
 """
 
 from __future__ import annotations
@@ -21,16 +20,11 @@ import re
 import signal
 import sys
 import threading
-import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
-
-from vcam.avatar import MAX_AVATAR_BYTES, Avatar, load_avatar, resolve_avatar
+from vcam.avatar import MAX_AVATAR_BYTES, load_avatar, resolve_avatar
 from vcam.errors import UserError
 from vcam.net.avatar_exchange import ExchangeSettings, describe_avatar
 from vcam.net.call import (
@@ -38,260 +32,37 @@ from vcam.net.call import (
     CallSettings,
     FaultSettings,
     IceSettings,
-    LandmarkSample,
     LocalSide,
+    PeerAvatar,
     Renderer,
     RendererFactory,
     default_shape_basis,
     join_call,
     serve_call,
 )
-from vcam.net.call_args import add_call_arguments
-from vcam.net.jitter import JitterSettings, monotonic_us
+from vcam.net.call_args import DEFAULT_SINK, add_call_arguments
+from vcam.net.jitter import JitterSettings
+from vcam.net.media import (
+    CapturedLandmarks,
+    PipelineRenderer,
+    ReceiveSettings,
+    SendSettings,
+    check_outputs,
+)
 from vcam.net.signaling import (
     SignalingSettings,
     is_loopback,
     new_token,
     url_host,
 )
+from vcam.runtime.avatars import RendererSettings
+from vcam.runtime.compositor import Background, CompositorSettings
+from vcam.runtime.retarget import RetargetSettings
+from vcam.runtime.session import InputSpec, default_threads
+from vcam.runtime.sinks import SinkSpec
 
-DEFAULT_FPS = 25.0
-MAX_FPS = 120.0
 ICE_URL = re.compile(r"(stun|stuns|turn|turns):[^\s?]+(\?transport=(udp|tcp))?")
 UNSPECIFIED_HOSTS = ("0.0.0.0", "::", "")
-
-
-# ---------------------------------------------------------------------------------------
-# Stand-ins for the runtime: a landmark source and a renderer with simple sinks
-
-
-class VideoLandmarkSource:
-    """Landmarks of the largest face in a webcam (an index) or a video file, tracked with
-    ``FaceTracker`` on dlib and mapped into the sender's avatar-crop pixels with the crop
-    transform enrollment uses. A file plays at its own frame rate (looping with ``loop``).
-    ``samples`` blocks: it runs in the sender's thread."""
-
-    def __init__(self, spec: str, crop_size: int, loop: bool = False,
-                 detector: Any = None) -> None:
-        self.spec = spec
-        self.is_camera = spec.isdigit()
-        self.crop_size = crop_size
-        self.loop = loop and not self.is_camera
-        self.capture = self.open()
-        self.fps = self.frame_rate()
-        self.tracker: Any = None
-        self.loaded = threading.Event()
-        self.load_error: Exception | None = None
-        threading.Thread(target=self.load_tracker, args=(detector,),
-                         name="vcam-call-detector", daemon=True).start()
-
-    def load_tracker(self, detector: Any) -> None:
-        """Load the detector in the background (it takes a second or two) while the call
-        connects."""
-        from vcam.landmarks import FaceTracker, create_detector
-
-        try:
-            self.tracker = FaceTracker(detector if detector is not None
-                                       else create_detector("dlib"))
-        except Exception as error:
-            self.load_error = error
-        finally:
-            self.loaded.set()
-
-    def wait_for_tracker(self, stop: threading.Event) -> Any:
-        while not self.loaded.wait(0.1):
-            if stop.is_set():
-                return None
-        if self.load_error is not None:
-            raise self.load_error
-        return self.tracker
-
-    def open(self) -> Any:
-        import cv2
-
-        if not self.is_camera and not Path(self.spec).is_file():
-            raise UserError(f"--input {self.spec}: no such video file (or give a camera index)")
-        capture = cv2.VideoCapture(int(self.spec) if self.is_camera else self.spec)
-        if not capture.isOpened():
-            raise UserError(f"--input {self.spec}: cannot open it as a camera or video")
-        return capture
-
-    def frame_rate(self) -> float:
-        import cv2
-
-        fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 0.0)
-        return fps if 1.0 <= fps <= MAX_FPS else DEFAULT_FPS
-
-    def read(self) -> np.ndarray | None:
-        """The next BGR frame; at the end of a looping file, the first one again."""
-        ok, frame = self.capture.read()
-        if not ok and self.loop:
-            self.capture.release()
-            self.capture = self.open()
-            if self.tracker is not None:
-                self.tracker.reset()
-            ok, frame = self.capture.read()
-        return frame if ok else None
-
-    def samples(self, stop: threading.Event) -> Iterator[LandmarkSample]:
-        if self.wait_for_tracker(stop) is None:
-            return
-        started, index = time.monotonic(), 0
-        while not stop.is_set():
-            frame = self.read()
-            if frame is None:
-                return
-            if not self.is_camera:
-                if stop.wait(max(0.0, started + index / self.fps - time.monotonic())):
-                    return
-                index += 1
-            sample = self.track(frame, monotonic_us())
-            if sample is not None:
-                yield sample
-
-    def track(self, frame: np.ndarray, captured_us: int) -> LandmarkSample | None:
-        import cv2
-
-        from vcam.landmarks import crop_transform_for
-
-        assert self.tracker is not None
-        face = self.tracker.update(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), captured_us / 1e6)
-        if face is None:
-            return None
-        transform = crop_transform_for(face.points, self.crop_size)
-        return LandmarkSample(transform.to_crop(face.points), captured_us)
-
-    def close(self) -> None:
-        self.capture.release()
-
-
-class CountingSink:
-    """Counts frames and keeps nothing."""
-
-    def __init__(self) -> None:
-        self.frames = 0
-
-    def write(self, frame: np.ndarray) -> None:
-        self.frames += 1
-
-    def close(self) -> None:
-        pass
-
-
-class VideoFileSink:
-    """RGB frames into an mp4 file (OpenCV, mp4v), opened on the first frame."""
-
-    def __init__(self, path: Path, fps: float) -> None:
-        self.path = path
-        self.fps = fps
-        self.writer: Any = None
-        self.frames = 0
-
-    def write(self, frame: np.ndarray) -> None:
-        import cv2
-
-        if self.writer is None:
-            height, width = frame.shape[:2]
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"),
-                                          self.fps, (width, height))
-        self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        self.frames += 1
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
-
-
-class AvatarRenderer:
-    """The peer avatar's generator on ``rasterise(points, size)`` in a worker thread; the
-    newest landmarks win (one replaced before it was rendered counts as skipped)."""
-
-    def __init__(self, avatar: Avatar, sink: Any, threads: int = 1) -> None:
-        self.avatar = avatar
-        self.sink = sink
-        self.threads = threads
-        self.size = avatar.config.image_size
-        self.generator: Any = None
-        self.condition = threading.Condition()
-        self.pending: np.ndarray | None = None
-        self.stopping = False
-        self.tally: Counter[str] = Counter()
-        self.thread = threading.Thread(target=self.run, name="vcam-call-render", daemon=True)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return dict(self.tally)
-
-    def start(self) -> None:
-        """Build the generator and render once to warm it up (blocking)."""
-        import torch
-
-        torch.set_num_threads(self.threads)
-        self.generator = self.avatar.generator()
-        self.render(self.avatar.neutral_landmarks)
-        self.thread.start()
-
-    def submit(self, landmarks: np.ndarray) -> None:
-        with self.condition:
-            if self.pending is not None:
-                self.tally["skipped"] += 1
-            self.pending = landmarks
-            self.condition.notify()
-
-    def run(self) -> None:
-        while (landmarks := self.next_landmarks()) is not None:
-            try:
-                self.sink.write(self.render(landmarks))
-                self.tally["rendered"] += 1
-            except Exception:
-                self.tally["errors"] += 1
-
-    def next_landmarks(self) -> np.ndarray | None:
-        with self.condition:
-            while self.pending is None and not self.stopping:
-                self.condition.wait()
-            landmarks, self.pending = self.pending, None
-            return landmarks
-
-    def render(self, landmarks: np.ndarray) -> np.ndarray:
-        """One RGB uint8 frame (size, size, 3) of the avatar with these landmarks."""
-        import torch
-
-        from vcam.landmarks import rasterise
-
-        image = torch.from_numpy(rasterise(landmarks, self.size)).permute(2, 0, 1)[None]
-        with torch.inference_mode():
-            frame = self.generator(image.float() / 127.5 - 1.0)[0]
-        pixels = ((frame.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-        return pixels.permute(1, 2, 0).contiguous().numpy()
-
-    def close(self) -> None:
-        """Render what is pending, stop the thread, close the sink (blocking)."""
-        with self.condition:
-            self.stopping = True
-            self.condition.notify()
-        if self.thread.is_alive():
-            self.thread.join(10.0)
-        self.sink.close()
-
-
-def sink_for(spec: str, fps: float) -> Any:
-    if spec == "count":
-        return CountingSink()
-    if spec.startswith("file:") and len(spec) > len("file:"):
-        return VideoFileSink(Path(spec.removeprefix("file:")), fps)
-    raise UserError(f"--sink {spec}: use 'count' or 'file:PATH'")
-
-
-def renderer_factory(sink_spec: str) -> RendererFactory:
-    sink_for(sink_spec, DEFAULT_FPS)  # check the spelling before the call starts
-
-    def make(avatar: Avatar, fps: float) -> Renderer:
-        return AvatarRenderer(avatar, sink_for(sink_spec, fps))
-
-    return make
 
 
 # ---------------------------------------------------------------------------------------
@@ -329,17 +100,42 @@ def ice_settings(args: argparse.Namespace, call_host: str) -> IceSettings:
                        addresses)
 
 
+def send_settings(args: argparse.Namespace) -> SendSettings:
+    return SendSettings(fps=args.fps, loop=args.loop, landmarks=args.landmarks,
+                        retarget=RetargetSettings(mode=args.retarget))
+
+
+def receive_settings(args: argparse.Namespace) -> ReceiveSettings:
+    width, height = args.size
+    compositor = CompositorSettings(width, height, Background.parse(args.background),
+                                    mirror=args.mirror)
+    renderer = RendererSettings(args.backend, args.threads or default_threads(), args.device)
+    sinks = tuple(SinkSpec.parse(text) for text in (args.sink or [DEFAULT_SINK]))
+    return ReceiveSettings(sinks, renderer, compositor, args.virtualcam_device)
+
+
+def renderer_factory(settings: ReceiveSettings) -> RendererFactory:
+    def make(peer: PeerAvatar, fps: float) -> Renderer:
+        return PipelineRenderer(peer, fps, settings)
+
+    return make
+
+
 def local_side(args: argparse.Namespace) -> LocalSide:
-    """One's avatar, basis, landmark source and renderer, checked before any network."""
+    """One's avatar, basis, landmark source and renderer; every option and device (camera,
+    video file, sinks) checked before any network."""
     from vcam.net.shape_basis import load_shape_basis
 
+    send = send_settings(args)
+    receive = receive_settings(args)
+    spec = None if args.input == "none" else InputSpec.parse(args.input)
     path = resolve_avatar(args.avatar)
     avatar = load_avatar(path)
     basis = load_shape_basis(args.shape_basis) if args.shape_basis else default_shape_basis()
-    factory = renderer_factory(args.sink)
-    source = (None if args.input == "none"
-              else VideoLandmarkSource(args.input, avatar.config.image_size, args.loop))
-    return LocalSide(avatar, path, describe_avatar(path, avatar), basis, source, factory)
+    check_outputs(receive)
+    source = None if spec is None else CapturedLandmarks(spec, avatar, send)
+    return LocalSide(avatar, path, describe_avatar(path, avatar), basis, source,
+                     renderer_factory(receive))
 
 
 # ---------------------------------------------------------------------------------------

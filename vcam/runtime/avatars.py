@@ -15,12 +15,13 @@ import numpy as np
 from engines.backend import (
     Backend,
     BackendOptions,
+    BackendRegistry,
     GeneratorSource,
     NoBackendError,
     create_backend,
 )
 from vcam.avatar import Avatar
-from vcam.compiled import generator_source
+from vcam.compiled import export_avatar, generator_source
 from vcam.errors import UserError
 from vcam.warp import WarpGuide
 
@@ -34,34 +35,58 @@ class RendererSettings:
     device: str = "cpu"
 
 
+# Backends that run the generator from its exported ONNX file.
+ONNX_BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
 @dataclass(frozen=True)
 class AvatarEntry:
-    """An avatar and the bundle it came from (None when enrolled on the fly)."""
+    """An avatar and the bundle it came from (None when enrolled on the fly).
+
+    ``compiled_dir``: where its compiled forms (the FP32 ONNX file, TensorRT engines) are
+    made and kept; None: the user's data folder, found by checksum (``vcam.compiled``). A
+    caller that gives a folder owns it (e.g. a temporary one for an avatar used once).
+    """
 
     avatar: Avatar
     path: Path | None = None
+    compiled_dir: Path | None = None
 
     @property
     def name(self) -> str:
         return self.avatar.name
 
 
-def renderer_source(avatar_path: Path | None, avatar: Avatar, backend: str) -> GeneratorSource:
+def renderer_source(avatar_path: Path | None, avatar: Avatar, backend: str,
+                    compiled_dir: Path | None = None) -> GeneratorSource:
     """The generator in the form the backends load: the torch module, and the avatar's
     compiled ONNX model (found by checksum, or exported once now) for ONNX Runtime and
-    TensorRT. An avatar that was never saved (no checksum) offers the torch module only."""
+    TensorRT. An avatar that was never saved (no checksum) offers the torch module only.
+    With ``compiled_dir`` the ONNX model is looked for (and exported) there instead."""
     del avatar_path
     if not avatar.checksum:
         return GeneratorSource(avatar.config.image_size, module=avatar.generator(),
                                input_channels=avatar.config.generator_input_channels)
-    return generator_source(avatar, backend)
+    if compiled_dir is None:
+        return generator_source(avatar, backend)
+    path = compiled_dir / "generator-fp32.onnx"
+    if backend in ONNX_BACKENDS and not path.exists():
+        export_avatar(avatar, "fp32", out=path)
+    return GeneratorSource(avatar.config.image_size, module=avatar.generator(),
+                           onnx_path=path if path.exists() else None,
+                           input_channels=avatar.config.generator_input_channels)
 
 
-def load_backend(entry: AvatarEntry, settings: RendererSettings) -> Backend:
-    source = renderer_source(entry.path, entry.avatar, settings.backend)
-    options = BackendOptions(device=settings.device, threads=settings.threads)
+def load_backend(entry: AvatarEntry, settings: RendererSettings,
+                 registry: BackendRegistry | None = None) -> Backend:
+    """The entry's generator on the backend asked for, warmed up (``registry``: the
+    backends to choose from; None: the built-in ones)."""
+    source = renderer_source(entry.path, entry.avatar, settings.backend, entry.compiled_dir)
+    engines = entry.compiled_dir / "engines" if entry.compiled_dir is not None else None
+    options = BackendOptions(device=settings.device, threads=settings.threads,
+                             cache_dir=engines)
     try:
-        backend = create_backend(settings.backend, source, options)
+        backend = create_backend(settings.backend, source, options, registry)
     except NoBackendError as error:
         hint = ("" if settings.backend in ("auto", "torch")
                 else f" (compile the avatar first: `vcam compile {entry.name} --backend onnx`)")
@@ -73,21 +98,23 @@ def load_backend(entry: AvatarEntry, settings: RendererSettings) -> Backend:
 
 
 class AvatarLibrary:
-    """Avatars with a warmed-up backend each; a context manager that closes them."""
+    """Avatars with a warmed-up backend each; a context manager that closes them.
+    ``registry``: the backends to choose from (None: the built-in ones)."""
 
-    def __init__(self, entries: list[AvatarEntry], settings: RendererSettings = RendererSettings()
-                 ) -> None:
+    def __init__(self, entries: list[AvatarEntry], settings: RendererSettings = RendererSettings(),
+                 registry: BackendRegistry | None = None) -> None:
         if not entries:
             raise ValueError("an avatar library needs at least one avatar")
         self.entries = entries
         self.settings = settings
+        self.registry = registry
         self._backends: list[Backend] = []
         self._guides: dict[int, WarpGuide] = {}
 
     def __enter__(self) -> AvatarLibrary:
         try:
             for entry in self.entries:
-                self._backends.append(load_backend(entry, self.settings))
+                self._backends.append(load_backend(entry, self.settings, self.registry))
         except BaseException:
             self.close()
             raise
