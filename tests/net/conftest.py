@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+import cv2
 import numpy as np
 import pytest
 import pyvirtualcam
@@ -69,3 +70,14 @@ def recording_virtualcam():
     pyvirtualcam.register_backend(VIRTUALCAM_BACKEND, RecordingVirtualCamera)
     yield RecordingVirtualCamera.instances
     pyvirtualcam.camera.BACKENDS.pop(VIRTUALCAM_BACKEND, None)
+
+
+def video_facts(path: Path) -> tuple[int, int, int]:
+    """Frame count, width and height of a video file, read back with OpenCV."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
+                int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    finally:
+        capture.release()

@@ -19,13 +19,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.net.conftest import VIRTUALCAM_BACKEND
+from tests.net.conftest import VIRTUALCAM_BACKEND, video_facts
 from vcam.avatar import load_avatar
 from vcam.data.synthetic import moving_face_frames, write_video
 from vcam.net.avatar_exchange import ExchangeSettings, describe_avatar
@@ -400,15 +399,6 @@ def serve_process(args: list[str], home: Path, temporary: Path | None = None
         raise
 
 
-def video_facts(path: Path) -> tuple[int, int, int]:
-    """Frame count, width and height of a video file, read back with OpenCV."""
-    capture = cv2.VideoCapture(str(path))
-    try:
-        return (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
-                int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    finally:
-        capture.release()
 
 
 def test_two_way_call_between_two_processes_with_loss_injected_one_way(

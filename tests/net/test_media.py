@@ -14,12 +14,11 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from tests.net.conftest import VIRTUALCAM_BACKEND
+from tests.net.conftest import VIRTUALCAM_BACKEND, video_facts
 from vcam.avatar import load_avatar
 from vcam.data.synthetic import moving_face_frames, write_video
 from vcam.errors import UserError
@@ -43,15 +42,6 @@ FPS = 20.0
 CROP = 64  # the tiny avatars' crop
 
 
-def video_facts(path: Path) -> tuple[int, int, int]:
-    """Frame count, width and height of a video file, read back with OpenCV."""
-    capture = cv2.VideoCapture(str(path))
-    try:
-        return (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
-                int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    finally:
-        capture.release()
 
 
 @pytest.fixture
