@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from vcam.avatar import save_avatar
+from vcam.avatar import load_avatar, save_avatar
 from vcam.data.synthetic import astronaut, moving_face_frames, write_video
 from vcam.enroll import Photo, enroll
 from vcam.errors import UserError
@@ -96,8 +96,28 @@ def test_avatar_by_name_from_the_data_folder(bundle, clip, tmp_path, vcam_home):
     assert frame_count(out) == 3
 
 
-def test_no_avatar_is_a_clear_error(clip):
-    with pytest.raises(UserError, match=r"no default avatar.*--avatar.*--photo"):
+def test_built_in_avatar_is_enrolled_once_per_model_and_cached(tiny_model, tmp_path,
+                                                               vcam_home):
+    def run_demo(out: Path) -> None:
+        assert run_from_args(parse("--model", str(tiny_model), "--input", "demo", "--sink",
+                                   f"file:{out}", "--size", "160x120", "--max-frames", "3",
+                                   "--fps", "60")) == 0
+        assert 1 <= frame_count(out) <= 3
+
+    run_demo(tmp_path / "first.mp4")
+    cached = list((vcam_home / "cache").glob("astronaut-*.avatar.safetensors"))
+    assert len(cached) == 1
+    first_write = cached[0].stat().st_mtime_ns
+    run_demo(tmp_path / "second.mp4")
+    assert cached[0].stat().st_mtime_ns == first_write  # reused, not enrolled again
+    cached[0].write_bytes(b"not an avatar")
+    run_demo(tmp_path / "third.mp4")  # a damaged cache is replaced, not fatal
+    assert load_avatar(cached[0]).name == "astronaut"
+
+
+def test_no_avatar_and_no_model_is_a_clear_error(clip, monkeypatch, tmp_path):
+    monkeypatch.setattr("vcam.models.store.shipped_weights_dir", lambda: tmp_path)
+    with pytest.raises(UserError, match=r"no default model.*--model"):
         run_from_args(parse("--input", str(clip), "--sink", "file:/tmp/never.mp4"))
 
 

@@ -3,6 +3,7 @@ model file (safetensors + JSON; never a pickle)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -71,9 +72,30 @@ def load_models(path: Path, device: torch.device | str = "cpu") -> MetaModels:
     return models.to(device).eval()
 
 
+def model_checksum(path: Path) -> str:
+    """SHA-256 of the weights a model path resolves to (see :func:`find_weights`)."""
+    weights_path, _ = find_weights(path)
+    digest = hashlib.sha256()
+    with weights_path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shipped_weights_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "weights"
+
+
+def shipped_shape_basis_path() -> Path | None:
+    """The landmark shape basis shipped with the default model (``vcam train export``
+    writes it beside the model), or None when this copy ships none."""
+    path = shipped_weights_dir() / "default.shape-basis.safetensors"
+    return path if path.is_file() else None
+
+
 def default_model_path() -> Path:
     """The model shipped with vcam (``vcam/weights/default.safetensors``)."""
-    path = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
+    path = shipped_weights_dir() / "default.safetensors"
     if not path.is_file():
         raise UserError("this copy of vcam ships no default model yet: pass --model RUN "
                         "(a folder made by `vcam train meta`)")

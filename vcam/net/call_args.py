@@ -116,7 +116,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         "largest a vcam avatar can be)")
     parser.add_argument("--shape-basis", type=Path, metavar="FILE",
                         help="shape basis file for the landmark codec (both sides must use the "
-                        "same; default: a built-in one)")
+                        "same; default: the one shipped with the default model)")
     parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
                         help="a STUN or TURN server (stun:HOST:PORT, turn:HOST:PORT); "
                         "repeatable; none by default")

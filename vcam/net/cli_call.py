@@ -131,7 +131,7 @@ def local_side(args: argparse.Namespace) -> LocalSide:
     spec = None if args.input == "none" else InputSpec.parse(args.input)
     path = resolve_avatar(args.avatar)
     avatar = load_avatar(path)
-    basis = load_shape_basis(args.shape_basis) if args.shape_basis else default_shape_basis()
+    basis = load_shape_basis(args.shape_basis) if args.shape_basis else call_shape_basis()
     check_outputs(receive)
     source = None if spec is None else CapturedLandmarks(spec, avatar, send)
     return LocalSide(avatar, path, describe_avatar(path, avatar), basis, source,
@@ -140,6 +140,16 @@ def local_side(args: argparse.Namespace) -> LocalSide:
 
 # ---------------------------------------------------------------------------------------
 # Running
+
+
+def call_shape_basis():
+    """The basis shipped with the default model (PCA of its training landmarks), else the
+    built-in synthetic one."""
+    from vcam.models.store import shipped_shape_basis_path
+    from vcam.net.shape_basis import load_shape_basis
+
+    shipped = shipped_shape_basis_path()
+    return load_shape_basis(shipped) if shipped is not None else default_shape_basis()
 
 
 def run_serve(args: argparse.Namespace) -> int:

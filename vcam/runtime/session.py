@@ -137,19 +137,28 @@ def create_landmark_detector(settings: RunSettings) -> LandmarkDetector:
 
 
 def check_avatar_given(settings: RunSettings) -> None:
-    """Fail at once (before loading anything) when no avatar was asked for."""
-    if settings.photo is None and not settings.avatars:
-        raise UserError("vcam ships no default avatar yet: pass --avatar NAME|PATH (see "
-                        "`vcam avatars`) or --photo FILE to enroll one now")
+    """Fail at once (before loading anything) when no avatar was asked for and no default
+    model ships to enroll the built-in one with."""
+    from vcam.models.store import default_model_path
+
+    if settings.photo is None and not settings.avatars and settings.model is None:
+        default_model_path()
+
+
+def uses_default_avatar(settings: RunSettings) -> bool:
+    return settings.photo is None and not settings.avatars
 
 
 def avatar_entries(settings: RunSettings, detector: LandmarkDetector | None
                    ) -> list[AvatarEntry]:
-    """The avatars to run: enrolled ones, or one enrolled now from --photo."""
+    """The avatars to run: enrolled ones, one enrolled now from --photo, or the built-in
+    default (enrolled once per model and cached)."""
     from vcam.avatar import load_avatar, resolve_avatar
 
     if settings.photo is not None:
         return [enroll_photo(settings, detector)]
+    if uses_default_avatar(settings):
+        return [default_avatar_entry(settings, detector)]
     paths = [resolve_avatar(name) for name in settings.avatars]  # all names checked first
     return [AvatarEntry(load_avatar(path), path) for path in paths]
 
@@ -170,6 +179,39 @@ def enroll_photo(settings: RunSettings, detector: LandmarkDetector | None
     for warning in enrollment.warnings:
         logger.warning(warning)
     return AvatarEntry(avatar)
+
+
+def default_avatar_entry(settings: RunSettings, detector: LandmarkDetector | None
+                         ) -> AvatarEntry:
+    """The built-in avatar: scikit-image's astronaut photo (public domain) enrolled
+    feed-forward with the model in use, cached in the vcam home per model checksum."""
+    from vcam.avatar import load_avatar, save_avatar
+    from vcam.data.synthetic import astronaut
+    from vcam.enroll import Photo, enroll
+    from vcam.models.store import default_model_path, load_models, model_checksum
+    from vcam.train.finetune import FineTuneSettings
+
+    model_path = settings.model or default_model_path()
+    cached = default_avatar_path(model_checksum(model_path))
+    if cached.is_file():
+        try:
+            return AvatarEntry(load_avatar(cached), cached)
+        except UserError as error:
+            logger.warning("enrolling the built-in avatar again: %s", error)
+    logger.info("enrolling the built-in avatar (the astronaut photo from scikit-image, "
+                "public domain); it is cached for the next run")
+    detector = detector or create_landmark_detector(settings)
+    avatar, _ = enroll([Photo("astronaut", astronaut())], "astronaut",
+                       load_models(model_path), detector, FineTuneSettings(),
+                       str(model_path))
+    save_avatar(avatar, cached, force=True)
+    return AvatarEntry(avatar, cached)
+
+
+def default_avatar_path(model_checksum: str) -> Path:
+    from vcam.avatar import vcam_home
+
+    return vcam_home() / "cache" / f"astronaut-{model_checksum[:16]}.avatar.safetensors"
 
 
 def input_source(settings: RunSettings, entries: list[AvatarEntry]
