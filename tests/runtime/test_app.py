@@ -115,6 +115,18 @@ def test_built_in_avatar_is_enrolled_once_per_model_and_cached(tiny_model, tmp_p
     assert load_avatar(cached[0]).name == "astronaut"
 
 
+def test_demo_written_to_a_file_is_a_ten_second_clip_with_every_frame(tiny_model, tmp_path,
+                                                                      vcam_home, capsys):
+    out = tmp_path / "demo.mp4"
+    assert run_from_args(parse("--model", str(tiny_model), "--input", "demo", "--sink",
+                               f"file:{out}", "--size", "160x120", "--fps", "5",
+                               "--json")) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames_captured"] == report["frames_output"] == 50
+    assert report["dropped"] == 0
+    assert frame_count(out) == 50
+
+
 def test_no_avatar_and_no_model_is_a_clear_error(clip, monkeypatch, tmp_path):
     monkeypatch.setattr("vcam.models.store.shipped_weights_dir", lambda: tmp_path)
     with pytest.raises(UserError, match=r"no default model.*--model"):

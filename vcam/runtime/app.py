@@ -39,10 +39,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     who.add_argument("--photo", type=Path, metavar="FILE",
                      help="enroll this photo on the fly (feed-forward) and use it")
     parser.add_argument("--model", type=Path,
-                        help="meta-learned model for --photo (default: the one shipped)")
+                        help="meta-learned model for --photo and the built-in avatar "
+                        "(default: the one shipped)")
     parser.add_argument("--input", default="0", metavar="0|FILE|demo",
                         help="camera index, a video file, or 'demo' (an animated avatar, no "
-                        "camera needed); default: camera 0")
+                        "camera needed; written only to files it is a 10 s clip, every frame "
+                        "kept); default: camera 0")
     parser.add_argument("--sink", action="append", metavar="virtualcam|window|file:PATH",
                         help="where the video goes; repeat for several (default: virtualcam)")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",

@@ -124,13 +124,14 @@ def open_mouth(face: np.ndarray, opening: float) -> None:
 
 
 class DemoSource:
-    """A live source of demo landmarks at ``fps``, paced in real time."""
+    """Demo landmarks at ``fps``: live (paced in real time, endless) or, given ``frames``,
+    a clip of that many frames made as fast as the pipeline takes them (for file output)."""
 
-    live = True
-
-    def __init__(self, animation: DemoAnimation, fps: float) -> None:
+    def __init__(self, animation: DemoAnimation, fps: float, frames: int | None = None) -> None:
         self.animation = animation
         self.fps = fps
+        self.frames_to_make = frames
+        self.live = frames is None
 
     def __enter__(self) -> DemoSource:
         return self
@@ -139,7 +140,13 @@ class DemoSource:
         return None
 
     def frames(self, stop: threading.Event) -> Iterator[Captured]:
-        """Landmarks at each frame time until ``stop`` is set."""
+        """Landmarks at each frame time until ``stop`` is set (or the clip ends)."""
+        if self.frames_to_make is not None:
+            for index in range(self.frames_to_make):
+                if stop.is_set():
+                    return
+                yield Captured(points=self.animation.points_at(index / self.fps))
+            return
         started = time.perf_counter()
         interval = 1.0 / self.fps
         index = 0

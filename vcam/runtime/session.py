@@ -31,6 +31,8 @@ from vcam.runtime.retarget import RetargetSettings
 from vcam.runtime.sinks import FileSink, Sink, SinkSpec, VirtualCameraSink, WindowSink
 
 logger = logging.getLogger("vcam.runtime")
+# A demo written only to files is a clip of this length (unless --max-frames says otherwise).
+DEMO_CLIP_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -222,10 +224,20 @@ def input_source(settings: RunSettings, entries: list[AvatarEntry]
     if spec.kind == "demo":
         first = entries[0].avatar
         neutral = first.neutral_landmarks
-        return DemoSource(DemoAnimation(neutral, first.config.image_size), fps), neutral
+        frames = demo_clip_frames(settings)
+        return DemoSource(DemoAnimation(neutral, first.config.image_size), fps, frames), neutral
     if spec.kind == "file" and spec.path is not None:
         return VideoFileSource(spec.path), None
     return CameraSource(spec.camera_index, fps), None
+
+
+def demo_clip_frames(settings: RunSettings) -> int | None:
+    """With only file sinks the demo is a clip (``DEMO_CLIP_SECONDS``, or ``--max-frames``)
+    rendered as fast as possible; with a camera or window sink it is live and endless."""
+    if any(spec.kind != "file" for spec in settings.sinks):
+        return None
+    limit = settings.pipeline.max_frames
+    return limit if limit > 0 else round(DEMO_CLIP_SECONDS * settings.pipeline.fps)
 
 
 def build_sinks(settings: RunSettings, entries: list[AvatarEntry], controls: Controls
