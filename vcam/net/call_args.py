@@ -101,7 +101,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=parse_size, default=(1280, 720), metavar="WxH",
                         help="size of the peer's picture in the sinks (default: 1280x720)")
     parser.add_argument("--background", default="#202020", metavar="COLOUR|IMAGE",
-                        help="behind the peer's avatar: a colour '#RRGGBB' or an image file")
+                        help="behind the peer's avatar: a colour '#RRGGBB' or an image file "
+                        "(default: #202020)")
     parser.add_argument("--mirror", action="store_true",
                         help="flip the peer's picture left-right")
     parser.add_argument("--virtualcam-device", metavar="DEVICE",
@@ -112,7 +113,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", action="store_true",
                         help="keep a received avatar among yours (default: for this call only)")
     parser.add_argument("--max-avatar-mb", type=float, metavar="MIB",
-                        help="largest avatar accepted from the peer, in MiB (default: the "
+                        help="largest avatar accepted from the peer, in MiB (default: 400, the "
                         "largest a vcam avatar can be)")
     parser.add_argument("--shape-basis", type=Path, metavar="FILE",
                         help="shape basis file for the landmark codec (both sides must use the "
@@ -128,7 +129,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jitter-ms", type=float, default=50.0, metavar="MS",
                         help="playout delay of the peer's landmarks (default 50 ms)")
     parser.add_argument("--peer-timeout", type=float, default=5.0, metavar="SECONDS",
-                        help="end the call when the peer is silent this long (seconds)")
+                        help="end the call when the peer is silent this long (default: 5 s)")
     parser.add_argument("--inject-loss", type=float, default=0.0, metavar="P",
                         help="testing: drop this fraction of the landmark packets sent")
     parser.add_argument("--inject-reorder", type=float, default=0.0, metavar="P",
