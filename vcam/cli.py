@@ -445,7 +445,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from vcam.data.clips import open_dataset
-    from vcam.eval.report import markdown_table, write_report
+    from vcam.eval.report import markdown_report, write_report
     from vcam.eval.run import EvalSettings, evaluate
     from vcam.landmarks.detector import create_detector
     from vcam.train.finetune import FineTuneSettings
@@ -465,9 +465,9 @@ def run_eval_command(args: argparse.Namespace) -> int:
               "frames": args.frames, "finetune_steps": tuning.steps, "clips": len(results)}
     report = write_report(args.out, results, record, settings.grid_frames)
     if args.json:
-        print(json.dumps(report["overall"], indent=1))
+        print(json.dumps({key: report[key] for key in ("overall", "by_motion")}, indent=1))
     else:
-        print(markdown_table(report["overall"]))
+        print(markdown_report(report))
         print(f"report written to {args.out}")
     return 0
 

@@ -8,6 +8,7 @@ from tests.conftest import REPO
 from vcam.cli import main
 from vcam.data.clips import open_dataset
 from vcam.data.preprocess import PreprocessSettings, run_preprocess
+from vcam.eval.motion import MOTIONS
 from vcam.eval.run import enrolled, render_baseline
 
 
@@ -27,10 +28,24 @@ def check_report(out, shots: list[int], methods: set[str], clips: int) -> dict:
         assert row["pose_error"] >= 0 and row["flicker"] > 0
     table = (out / "metrics.md").read_text()
     assert "warping baseline" in table and "ours, feed-forward" in table
+    assert "## By motion" in table
+    check_motion_rows(report)
     assert len(list((out / "grids").glob("*.png"))) == clips * len(shots)
     video = cv2.VideoCapture(str(out / "side_by_side.mp4"))
     assert video.isOpened() and video.get(cv2.CAP_PROP_FRAME_COUNT) > 0
     return report
+
+
+def check_motion_rows(report: dict) -> None:
+    """by_motion splits every (method, K)'s frames by kind of motion, all of them."""
+    by_motion = report["by_motion"]
+    assert {row["motion"] for row in by_motion} <= set(MOTIONS)
+    for overall in report["overall"]:
+        rows = [row for row in by_motion
+                if (row["method"], row["shots"]) == (overall["method"], overall["shots"])]
+        assert rows and all(row["frames"] > 0 for row in rows)
+        assert sum(row["frames"] for row in rows) == overall["frames"]
+        assert all(0 < row["ssim"] <= 1 and row["pose_error"] >= 0 for row in rows)
 
 
 def test_eval_writes_every_output(tiny_model, tiny_dataset, tmp_path, capsys):
@@ -39,7 +54,7 @@ def test_eval_writes_every_output(tiny_model, tiny_dataset, tmp_path, capsys):
                     "--max-clips", "2", "--finetune-steps", "2", "--json") == 0
     printed = json.loads(capsys.readouterr().out)
     report = check_report(out, [1, 2], {"ff", "ft", "warp"}, clips=2)
-    assert printed == report["overall"]
+    assert printed == {"overall": report["overall"], "by_motion": report["by_motion"]}
     assert all(row["frames"] == 5 for row in report["per_clip"])
     grid = cv2.imread(str(next((out / "grids").glob("*.png"))))
     assert grid.shape[1] == 64 * 6  # enrollment, landmarks, real, ff, ft, warp

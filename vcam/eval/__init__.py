@@ -13,6 +13,7 @@ from vcam.eval.metrics import (
     ssim,
     temporal_flicker,
 )
+from vcam.eval.motion import motion_label
 
 __all__ = [
     "PSNR_CAP_DB",
@@ -20,6 +21,7 @@ __all__ = [
     "IdentityScorer",
     "Redetection",
     "clip_means",
+    "motion_label",
     "overall_means",
     "pose_error",
     "psnr",

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from vcam.eval.metrics import METRIC_CAPS, means_of
+from vcam.eval.motion import LARGE_POSE_THRESHOLD, MOTIONS, OPEN_MOUTH_THRESHOLD
 from vcam.eval.run import METRICS, ClipResult, ClipRun, flicker_rows
 from vcam.files import atomic_write_text
 from vcam.landmarks.raster import rasterise
@@ -33,10 +34,15 @@ def per_clip_rows(results: list[ClipResult]) -> list[dict]:
     return rows
 
 
+def method_keys(rows: list[dict]) -> list[tuple[str, int]]:
+    """The (method, K) pairs of ``rows``, by K and then in METHOD_NAMES' order."""
+    return sorted({(row["method"], row["shots"]) for row in rows},
+                  key=lambda key: (key[1], list(METHOD_NAMES).index(key[0])))
+
+
 def overall_rows(clip_rows: list[dict]) -> list[dict]:
     """Means over clips for each (method, K); every clip counts once."""
-    keys = sorted({(row["method"], row["shots"]) for row in clip_rows},
-                  key=lambda key: (key[1], list(METHOD_NAMES).index(key[0])))
+    keys = method_keys(clip_rows)
     overall = []
     for method, shots in keys:
         group = [row for row in clip_rows if (row["method"], row["shots"]) == (method, shots)]
@@ -44,6 +50,43 @@ def overall_rows(clip_rows: list[dict]) -> list[dict]:
                         "frames": sum(row["frames"] for row in group),
                         **means_of(group, [*COLUMNS, "faces_detected"])})
     return overall
+
+
+def motion_rows(results: list[ClipResult]) -> list[dict]:
+    """Means over frames for each (method, K, kind of motion), frames of all clips pooled;
+    kinds without frames are left out."""
+    frames = [row for result in results for run in result.runs for row in run.rows]
+    rows = []
+    for method, shots in method_keys(frames):
+        for motion in MOTIONS:
+            group = [row for row in frames if (row["method"], row["shots"], row["motion"])
+                     == (method, shots, motion)]
+            if group:
+                rows.append({"method": method, "shots": shots, "motion": motion,
+                             "frames": len(group), **means_of(group, METRICS)})
+    return rows
+
+
+def motion_table(by_motion: list[dict]) -> str:
+    lines = ["| method | K | motion | frames | SSIM | PSNR (dB) | CSIM | pose error |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in by_motion:
+        cells = [METHOD_NAMES[row["method"]], str(row["shots"]), row["motion"],
+                 str(row["frames"]), *(number(row[name]) for name in METRICS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = ["", "Frames of all clips pooled. Each target frame is labelled from landmarks "
+             "alone (vcam/eval/motion.py): large pose when, after a similarity alignment of "
+             "the non-mouth points to the closest enrollment frame, the residual exceeds "
+             f"{LARGE_POSE_THRESHOLD} inter-ocular distances; otherwise open mouth when the "
+             f"inner-lip gap exceeds {OPEN_MOUTH_THRESHOLD} inter-ocular distances; otherwise "
+             "small motion."]
+    return "\n".join(lines + notes) + "\n"
+
+
+def markdown_report(report: dict) -> str:
+    """metrics.md: the overall table, then the table by kind of motion."""
+    return (markdown_table(report["overall"]) + "\n## By motion\n\n"
+            + motion_table(report["by_motion"]))
 
 
 def markdown_table(overall: list[dict]) -> str:
@@ -128,7 +171,8 @@ def write_report(out: Path, results: list[ClipResult], settings_record: dict,
     fps = float(first.clip.meta.get("fps", 25.0)) * len(first.indices) / span
     write_video(out / "side_by_side.mp4", first, min(run.shots for run in first.runs),
                 max(fps, 1.0))
-    report = {"settings": settings_record, "overall": overall, "per_clip": clip_rows}
-    atomic_write_text(out / "metrics.md", markdown_table(overall))
+    report = {"settings": settings_record, "overall": overall,
+              "by_motion": motion_rows(results), "per_clip": clip_rows}
+    atomic_write_text(out / "metrics.md", markdown_report(report))
     atomic_write_text(out / "metrics.json", json.dumps(report, indent=1, default=str))
     return report

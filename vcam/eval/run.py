@@ -30,6 +30,7 @@ from vcam.eval.metrics import (
     ssim,
     temporal_flicker,
 )
+from vcam.eval.motion import motion_labels
 from vcam.landmarks.detector import LandmarkDetector
 from vcam.landmarks.raster import rasterise
 from vcam.models.generator import PersonalisedGenerator, generator_input
@@ -177,13 +178,14 @@ def render_baseline(enrollment: Enrolled, targets: list[np.ndarray],
 
 
 def score(run: ClipRun, reals: list[np.ndarray], targets: list[np.ndarray],
-          real_faces: list, scorer: IdentityScorer, detector: LandmarkDetector,
-          clip_id: str) -> None:
-    for index, (rendered, real, points, face) in enumerate(
-            zip(run.frames, reals, targets, real_faces)):
+          real_faces: list, motions: list[str], scorer: IdentityScorer,
+          detector: LandmarkDetector, clip_id: str) -> None:
+    """One row per rendered frame: its metrics and its kind of motion (vcam.eval.motion)."""
+    for index, (rendered, real, points, face, motion) in enumerate(
+            zip(run.frames, reals, targets, real_faces, motions)):
         redetected = redetect_landmarks(detector, rendered, points)
         run.rows.append({"clip": clip_id, "method": run.method, "shots": run.shots,
-                         "frame": index, "ssim": ssim(rendered, real),
+                         "frame": index, "motion": motion, "ssim": ssim(rendered, real),
                          "psnr": psnr(rendered, real),
                          "csim": scorer.similarity_to(rendered, face),
                          "pose_error": pose_error(points, redetected.points),
@@ -218,8 +220,11 @@ def evaluate_clip(model: LoadedModel, clip: Clip, settings: EvalSettings,
             result.runs.append(ClipRun(method, shots,
                                        render_ours(generator, enrollment, targets, size)))
         result.runs.append(ClipRun("warp", shots, render_baseline(enrollment, targets, size)))
+    motions = {shots: motion_labels(targets, enrollment.landmarks)
+               for shots, enrollment in result.enrollment.items()}
     for run in result.runs:
-        score(run, reals, targets, real_faces, scorer, detector, clip.clip_id)
+        score(run, reals, targets, real_faces, motions[run.shots], scorer, detector,
+              clip.clip_id)
     return result
 
 
