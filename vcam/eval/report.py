@@ -68,12 +68,10 @@ def motion_rows(results: list[ClipResult]) -> list[dict]:
 
 
 def motion_table(by_motion: list[dict]) -> str:
-    lines = ["| method | K | motion | frames | SSIM | PSNR (dB) | CSIM | pose error |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in by_motion:
-        cells = [METHOD_NAMES[row["method"]], str(row["shots"]), row["motion"],
-                 str(row["frames"]), *(number(row[name]) for name in METRICS)]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = table_lines(
+        ["method", "K", "motion", "frames", "SSIM", "PSNR (dB)", "CSIM", "pose error"],
+        [[METHOD_NAMES[row["method"]], str(row["shots"]), row["motion"], str(row["frames"]),
+          *(number(row[name]) for name in METRICS)] for row in by_motion])
     notes = ["", "Frames of all clips pooled. Each target frame is labelled from landmarks "
              "alone (vcam/eval/motion.py): large pose when, after a similarity alignment of "
              "the non-mouth points to the closest enrollment frame, the residual exceeds "
@@ -90,12 +88,11 @@ def markdown_report(report: dict) -> str:
 
 
 def markdown_table(overall: list[dict]) -> str:
-    header = "| method | K | clips | frames | SSIM | PSNR (dB) | CSIM | pose error | flicker |"
-    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
-    for row in overall:
-        cells = [METHOD_NAMES[row["method"]], str(row["shots"]), str(row["clips"]),
-                 str(row["frames"]), *(number(row[name]) for name in COLUMNS)]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = table_lines(
+        ["method", "K", "clips", "frames", "SSIM", "PSNR (dB)", "CSIM", "pose error",
+         "flicker"],
+        [[METHOD_NAMES[row["method"]], str(row["shots"]), str(row["clips"]), str(row["frames"]),
+          *(number(row[name]) for name in COLUMNS)] for row in overall])
     notes = ["", "SSIM, PSNR, CSIM: higher is better. Pose error (landmarks re-detected on the "
              "rendering vs the driving landmarks, over the inter-ocular distance) and flicker "
              "(frame-to-frame change relative to the real clip's; 1 = as steady as reality): "
@@ -103,6 +100,11 @@ def markdown_table(overall: list[dict]) -> str:
              "dB. CSIM uses dlib's face descriptors, which are not centred: unrelated faces "
              "still score about 0.85, so it is not comparable with ArcFace-based CSIM."]
     return "\n".join(lines + notes) + "\n"
+
+
+def table_lines(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table: header, rule, one line per row."""
+    return ["| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *rows]]
 
 
 def number(value: float) -> str:
