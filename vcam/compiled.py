@@ -25,6 +25,8 @@ from vcam.warp import WarpGuide
 # Inputs used to check each exported model against torch, and to calibrate INT8.
 CHECK_COUNT = 16
 CALIBRATION_COUNT = 64
+# Backends that run the generator from its exported ONNX file.
+ONNX_BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
 def compiled_dir(avatar: Avatar) -> Path:
@@ -67,17 +69,22 @@ def export_avatar(avatar: Avatar, precision: str, out: Path | None = None,
 
 
 def generator_source(avatar: Avatar, backend: str, precision: str = "fp32",
-                     announce: bool = True) -> GeneratorSource:
+                     announce: bool = True, folder: Path | None = None) -> GeneratorSource:
     """What a backend needs to render this avatar: the torch module, and the compiled ONNX
-    file of that precision (exported now, once, if it is missing and the backend needs it)."""
+    file of that precision (exported now, once, if it is missing and the backend needs it).
+    The file is kept in the user's data folder under the avatar's checksum (an avatar that
+    was never saved has none: the torch module only), or in ``folder`` when one is given."""
     module = avatar.generator()
-    path = onnx_path(avatar, precision) if avatar.checksum else None
-    if path is not None and backend in ("auto", "onnxruntime", "tensorrt") and \
-            not path.exists() and precision != "int8":
+    if folder is not None:
+        path: Path | None = folder / f"generator-{precision}.onnx"
+    else:
+        path = onnx_path(avatar, precision) if avatar.checksum else None
+    if path is not None and backend in ONNX_BACKENDS and not path.exists() and \
+            precision != "int8":
         if announce:
             print(f"vcam: exporting {avatar.name}'s generator to ONNX ({precision}) once",
                   file=sys.stderr)
-        export_avatar(avatar, precision)
+        export_avatar(avatar, precision, out=path)
     calibration = (generator_inputs(avatar, CALIBRATION_COUNT, seed=2)
                    if backend == "tensorrt" and precision == "int8" else None)
     return GeneratorSource(

@@ -49,6 +49,7 @@ from vcam.net.call import (
     keep_candidates,
     serve_call,
 )
+from vcam.net.cli_call import finish
 from vcam.net.codec import Decoder, Encoder
 from vcam.net.control import (
     AvatarOffer,
@@ -175,6 +176,7 @@ class SyntheticSource:
         from calibration.sets import neutral_face
 
         self.face, self.fps, self.count = neutral_face(crop), fps, int(seconds * fps)
+        self.closed = False
 
     def samples(self, stop: threading.Event):
         started = time.monotonic()
@@ -185,7 +187,7 @@ class SyntheticSource:
             yield LandmarkSample(self.face + offset, time.monotonic_ns() // 1000)
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 def local_side(path: Path, source=None) -> LocalSide:
@@ -234,6 +236,21 @@ def test_the_session_receive_path_never_raises(astro_side, control, landmarks):
 
     bad = asyncio.run(feed())
     assert bad.get("internal", 0) == 0
+
+
+def test_a_call_that_ends_before_sending_releases_the_landmark_source(avatars):
+    source = SyntheticSource(64)
+
+    async def call():
+        connection = Connection(FakePeerConnection(), ChannelTap(FakeChannel("control")),
+                                ChannelTap(FakeChannel("landmarks")))
+        return await CallSession(connection, local_side(avatars["astro"], source),
+                                 CallSettings(hello_timeout_s=0.1), asyncio.Event(),
+                                 lambda message: None).run()
+
+    report = asyncio.run(call())
+    assert report.failed and "no hello" in report.ended_by
+    assert source.closed  # no sender ever took it
 
 
 def test_a_peer_with_another_protocol_or_basis_is_refused_clearly(astro_side):
@@ -309,6 +326,44 @@ def test_a_renderer_that_stops_by_itself_ends_the_call_for_both(avatars, vcam_ho
     assert served.playout["rendered"] >= 10
     (renderer,) = made
     assert renderer.peer.avatar.name == "bob" and renderer.peer.call_only  # no --keep
+
+
+class BrokenWindow:
+    """A preview window that breaks at its first picture."""
+
+    def check(self) -> None:
+        pass
+
+    def open(self, title: str) -> None:
+        pass
+
+    def show(self, title: str, bgr: np.ndarray) -> None:
+        raise RuntimeError("the window broke")
+
+    def poll_key(self, title: str, milliseconds: int) -> int:
+        return -1
+
+    def close(self, title: str) -> None:
+        pass
+
+
+def test_a_sink_that_fails_mid_call_ends_it_as_a_failure(avatars, vcam_home, capsys):
+    """The runtime's pipeline on this side (torch, a preview window that breaks): the call
+    ends as failed here, which the command line reports with exit code 2."""
+    shown = ReceiveSettings((SinkSpec("window"),), RendererSettings("torch", 1, "cpu"),
+                            CompositorSettings(WIDTH, HEIGHT))
+    server = dataclasses.replace(
+        local_side(avatars["astro"]),
+        renderer_factory=lambda peer, fps: PipelineRenderer(peer, fps, shown,
+                                                            display=BrokenWindow()))
+    served, joined = asyncio.run(in_process_call(
+        server, local_side(avatars["bob"], SyntheticSource(64)), CallSettings(),
+        CallSettings(share_avatar=True)))
+    assert served.failed and "showing the peer failed: the window broke" in served.ended_by
+    assert not joined.failed and "peer ended" in joined.ended_by, joined
+    capsys.readouterr()
+    assert finish(served, as_json=False) == 2
+    assert capsys.readouterr().err == f"vcam: error: {served.ended_by}\n"
 
 
 # -- two processes -----------------------------------------------------------------------------
@@ -421,14 +476,19 @@ def test_two_way_call_between_two_processes_with_loss_injected_one_way(
                             RendererSettings("onnxruntime", 1, "cpu"),
                             CompositorSettings(WIDTH, HEIGHT),
                             virtualcam_backend=VIRTUALCAM_BACKEND)
-    me = LocalSide(bob, avatars["bob"], describe_avatar(avatars["bob"], bob),
-                   default_shape_basis(),
-                   CapturedLandmarks(InputSpec.parse("demo"), bob, SendSettings(fps=CLIP_FPS)),
-                   lambda peer, fps: PipelineRenderer(peer, fps, shown))
     try:
-        joined = asyncio.run(join_call(me, settings, listening["url"], listening["token"],
-                                       SignalingSettings(), LOOPBACK_ICE, asyncio.Event(),
-                                       lambda message: None))
+        me = LocalSide(bob, avatars["bob"], describe_avatar(avatars["bob"], bob),
+                       default_shape_basis(),
+                       CapturedLandmarks(InputSpec.parse("demo"), bob,
+                                         SendSettings(fps=CLIP_FPS)),
+                       lambda peer, fps: PipelineRenderer(peer, fps, shown))
+        try:
+            joined = asyncio.run(join_call(me, settings, listening["url"], listening["token"],
+                                           SignalingSettings(), LOOPBACK_ICE, asyncio.Event(),
+                                           lambda message: None))
+        finally:
+            assert me.source is not None
+            me.source.close()  # released whatever became of the call (as the CLI does)
         assert serve.finish(60) == 0, "\n".join(serve.output)
     finally:
         serve.kill()

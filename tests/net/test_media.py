@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from engines.backend import BackendRegistry
 from tests.net.conftest import VIRTUALCAM_BACKEND, video_facts
 from vcam.avatar import load_avatar
 from vcam.data.synthetic import moving_face_frames, write_video
@@ -29,19 +30,20 @@ from vcam.net.media import (
     PipelineRenderer,
     ReceiveSettings,
     SendSettings,
+    torch_keeping_thread_count,
 )
 from vcam.runtime.avatars import RendererSettings
 from vcam.runtime.compositor import Background, CompositorSettings
 from vcam.runtime.demo import DemoAnimation
 from vcam.runtime.session import InputSpec
-from vcam.runtime.sinks import SinkSpec
+from vcam.runtime.sinks import MainThreadDisplay, SinkSpec
 
 WIDTH, HEIGHT = 160, 120
 GREEN = (10, 200, 30)
 FPS = 20.0
 CROP = 64  # the tiny avatars' crop
-
-
+# The longest a test waits for the render thread (a busy machine is slow, never this slow).
+DEADLINE_S = 30.0
 
 
 @pytest.fixture
@@ -68,7 +70,22 @@ def play(renderer: PipelineRenderer, avatar, count: int) -> None:
     for index in range(count):
         time.sleep(max(0.0, started + index / FPS - time.monotonic()))
         renderer.submit(animation.points_at(index / FPS))
-    time.sleep(0.3)
+
+
+def settled(renderer: PipelineRenderer, submitted: int) -> dict[str, int]:
+    """The renderer's counts once each of the ``submitted`` landmark sets was rendered,
+    skipped (replaced by a newer one) or rejected, and its output stopped changing, however
+    slow the machine (within ``DEADLINE_S``)."""
+    deadline = time.monotonic() + DEADLINE_S
+    counts, last = renderer.counts, None
+    while time.monotonic() < deadline:
+        handled = counts["rendered"] + counts["skipped"] + counts["rejected"]
+        if handled >= submitted and counts == last:
+            return counts
+        last = counts
+        time.sleep(0.1)
+        counts = renderer.counts
+    raise AssertionError(f"{submitted} landmark sets handed over, not all handled: {counts}")
 
 
 # -- receiving ---------------------------------------------------------------------------------
@@ -88,11 +105,13 @@ def test_the_peer_goes_through_onnx_runtime_to_a_virtual_camera_and_an_mp4_and_l
         (backend,) = renderer.pipeline.renderer.library.describe()
         assert backend["name"] == "onnxruntime" and backend["device"] == "cpu"
         play(renderer, avatar, 30)
+        settled(renderer, 30)
         assert renderer.stopped is None
     finally:
         renderer.close()
     counts = renderer.counts
-    assert counts["rendered"] >= 24 and 0 < counts["output"] <= counts["rendered"], counts
+    assert counts["rendered"] + counts["skipped"] == 30 and counts["rejected"] == 0, counts
+    assert 0 < counts["output"] <= counts["rendered"], counts
     assert video_facts(out) == (counts["output"], WIDTH, HEIGHT)
     (camera,) = recording_virtualcam
     assert (camera.width, camera.height, camera.fps) == (WIDTH, HEIGHT, FPS) and camera.closed
@@ -128,9 +147,10 @@ def test_rendering_with_torch_leaves_torchs_thread_count_alone(avatars, private_
         (backend,) = renderer.pipeline.renderer.library.describe()
         assert backend["name"] == "torch"
         play(renderer, avatar, 4)
+        settled(renderer, 4)
     finally:
         renderer.close()
-    assert renderer.counts["rendered"] >= 1
+    assert renderer.counts["rendered"] >= 1  # the last set handed over is never skipped
     assert torch.get_num_threads() == before
     assert list(private_tmp.iterdir()) == []
 
@@ -174,7 +194,6 @@ def test_quitting_the_preview_is_a_hang_up(avatars, private_tmp, tmp_path):
         assert renderer.stopped == RendererStop("hung up from the preview window")
     finally:
         renderer.close()
-    assert renderer.stopped is None  # closed by the call: nothing to report
     assert list(private_tmp.iterdir()) == []
 
 
@@ -188,6 +207,9 @@ class RecordingDisplay:
         self.shown: list[tuple[int, ...]] = []
         self.threads: set[int] = set()
         self.closed = False
+
+    def check(self) -> None:
+        pass
 
     def open(self, title: str) -> None:
         self.threads.add(threading.get_ident())
@@ -205,23 +227,105 @@ class RecordingDisplay:
         self.closed = True
 
 
-def test_the_preview_window_lives_in_the_render_thread_and_q_hangs_up(avatars, private_tmp):
+def test_the_preview_window_lives_in_the_main_thread_and_q_hangs_up(avatars, private_tmp):
+    """As `vcam call` runs it: the call (starting, feeding and closing the renderer) in a
+    thread of its own, the window's every call in the main thread."""
     display = RecordingDisplay(quit_after=5)
+    windows = MainThreadDisplay(display)
     avatar = load_avatar(avatars["bob"])
     renderer = PipelineRenderer(PeerAvatar(avatar), FPS, receive_settings(SinkSpec("window")),
-                                display=display)
+                                display=windows)
+    stops: list[RendererStop | None] = []
+    call_over = threading.Event()
+
+    def call() -> None:
+        try:
+            renderer.start()
+            playing = threading.Thread(target=play, args=(renderer, avatar, 20), daemon=True)
+            playing.start()
+            renderer.thread.join(DEADLINE_S)
+            stops.append(renderer.stopped)
+            playing.join()
+        finally:
+            renderer.close()
+            call_over.set()
+
+    threading.Thread(target=call, daemon=True).start()
+    windows.serve(call_over)
+    windows.finish()
+    assert stops == [RendererStop("hung up from the preview window")]
+    assert len(display.shown) >= 5 and display.closed
+    assert display.threads == {threading.get_ident()}  # opened, shown, read, closed here
+    assert list(private_tmp.iterdir()) == []
+    with pytest.raises(RuntimeError, match="stopped"):  # nobody serves it any more
+        windows.show("vcam", np.zeros((2, 2, 3), np.uint8))
+
+
+class OpeningSlowly(RecordingDisplay):
+    """A window that takes until ``opened`` is set to open."""
+
+    def __init__(self) -> None:
+        super().__init__(quit_after=1000)
+        self.opening, self.opened = threading.Event(), threading.Event()
+
+    def open(self, title: str) -> None:
+        self.opening.set()
+        assert self.opened.wait(DEADLINE_S)
+
+
+def test_a_call_that_ends_while_the_renderer_starts_opens_nothing_more(avatars, private_tmp,
+                                                                       tmp_path):
+    display, loads, logged = OpeningSlowly(), [], []
+    registry = BackendRegistry()
+    registry.register("torch", lambda source, options: loads.append(source)
+                      or torch_keeping_thread_count(source, options))
+    out = tmp_path / "peer.mp4"
+    renderer = PipelineRenderer(
+        PeerAvatar(load_avatar(avatars["bob"])), FPS,
+        receive_settings(SinkSpec("window"), SinkSpec("file", out), backend="torch"),
+        registry=registry, display=display, log=logged.append)
+    starting = threading.Thread(target=renderer.start, daemon=True)
+    starting.start()
+    assert display.opening.wait(DEADLINE_S)
+    closing = threading.Thread(target=renderer.close, daemon=True)  # the call ended
+    closing.start()
+    deadline = time.monotonic() + DEADLINE_S
+    while not logged and time.monotonic() < deadline:
+        time.sleep(0.05)
+    display.opened.set()
+    starting.join(DEADLINE_S)
+    closing.join(DEADLINE_S)
+    assert not starting.is_alive() and not closing.is_alive()
+    assert logged == ["waiting for the renderer to stop"]
+    assert renderer.error is None and renderer.pipeline is None and renderer.stopped is None
+    assert loads == [] and not out.exists() and display.closed  # the window opened is closed
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_landmarks_that_cannot_be_retargeted_are_dropped_and_counted(avatars, private_tmp,
+                                                                    tmp_path):
+    """What the peer's packets decode to goes through retargeting: nothing it sends may
+    raise there (and end the call as a failure here)."""
+    avatar = load_avatar(avatars["bob"])
+    good = DemoAnimation(avatar.neutral_landmarks, CROP).points_at(0.0)
+    with_nan = good.copy()
+    with_nan[30] = np.nan
+    collapsed = np.full((68, 2), CROP / 2, np.float32)  # no scale: 1/0 when retargeted
+    unusable = [with_nan, collapsed, np.full((68, 2), np.inf, np.float32), good * 1e6,
+                good[:60]]
+    renderer = PipelineRenderer(PeerAvatar(avatar), FPS,
+                                receive_settings(SinkSpec("file", tmp_path / "peer.mp4"),
+                                                 backend="torch"))
     renderer.start()
     try:
-        playing = threading.Thread(target=play, args=(renderer, avatar, 40))
-        playing.start()
-        renderer.thread.join(10)
-        assert renderer.stopped == RendererStop("hung up from the preview window")
-        playing.join()
+        for landmarks in [*unusable, good]:
+            renderer.submit(landmarks)
+        counts = settled(renderer, len(unusable) + 1)
+        assert renderer.stopped is None
     finally:
         renderer.close()
-    assert len(display.shown) >= 5 and display.closed
-    assert display.threads == {renderer.thread.ident}  # opened, shown, read, closed there
-    assert list(private_tmp.iterdir()) == []
+    assert renderer.error is None
+    assert counts["rejected"] == len(unusable) and counts["rendered"] == 1, counts
 
 
 # -- sending -----------------------------------------------------------------------------------
@@ -290,6 +394,34 @@ def test_a_video_file_is_tracked_in_real_time_and_loops_when_asked(avatars, clip
     check_in_crop(samples)
 
 
+class NoFrames:
+    """A video file that opens but yields no frame (every time)."""
+
+    live, fps = False, FPS
+
+    def __enter__(self) -> NoFrames:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+    def frames(self, stop: threading.Event):
+        return iter(())
+
+
+def test_a_looping_file_without_frames_ends_instead_of_spinning(avatars, clip, dlib_detector):
+    source = CapturedLandmarks(InputSpec.parse(str(clip)), load_avatar(avatars["astro"]),
+                               SendSettings(loop=True), dlib_detector)
+    source.close()
+    source.capture = NoFrames()
+    taken: list = []
+    taking = threading.Thread(target=lambda: taken.append(take(source, 5)), daemon=True)
+    taking.start()
+    taking.join(DEADLINE_S)
+    assert not taking.is_alive(), "it loops for ever"
+    assert taken[0][0] == []
+
+
 # -- the command line --------------------------------------------------------------------------
 
 
@@ -318,6 +450,32 @@ def test_bad_options_are_one_line_errors_before_any_network(avatars, tmp_path, m
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert err.startswith("vcam: error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_inputs_a_call_cannot_use_are_refused_before_any_network(avatars, clip, tmp_path,
+                                                                monkeypatch, capsys):
+    fast = tmp_path / "fast.mp4"
+    write_video(str(fast), moving_face_frames(4, 320, 240, face_size=100), fps=240)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no face-alignment weights
+    for options, message in ((["--input", str(fast)], "240 frames/s"),
+                             (["--input", str(clip), "--landmarks", "face-alignment"],
+                              "face-alignment weights not found")):
+        code = main(["call", "serve", "--port", "0", "--avatar", str(avatars["astro"]),
+                     "--sink", f"file:{tmp_path / 'peer.mp4'}", *options])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_a_call_nobody_joined_releases_its_input(avatars, tmp_path, monkeypatch, capsys):
+    closed, close = [], CapturedLandmarks.close
+    monkeypatch.setattr(CapturedLandmarks, "close",
+                        lambda self: closed.append(self.spec) or close(self))
+    monkeypatch.setenv("VCAM_HOME", str(tmp_path / "home"))
+    code = main(["call", "serve", "--port", "0", "--avatar", str(avatars["astro"]),
+                 "--input", "demo", "--wait-seconds", "0.2",
+                 "--sink", f"file:{tmp_path / 'peer.mp4'}"])
+    assert code == 0 and "nobody joined" in capsys.readouterr().err
+    assert closed == [InputSpec("demo")]
 
 
 def test_the_default_sink_is_a_window(avatars, tmp_path, monkeypatch, capsys):

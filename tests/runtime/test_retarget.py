@@ -14,6 +14,7 @@ from vcam.runtime.retarget import (
     Retargeter,
     RetargetSettings,
     Similarity,
+    can_drive,
     fit_similarity,
 )
 
@@ -151,3 +152,17 @@ def test_with_the_crop_following_the_head_the_face_stays_put_in_the_crop(avatar_
     result = retarget(turned, 0.0)
     assert fit_similarity(avatar_neutral, result).angle == pytest.approx(0.2, abs=1e-3)
     np.testing.assert_allclose(result.mean(axis=0), avatar_neutral.mean(axis=0), atol=0.5)
+
+
+def test_landmarks_that_would_break_retargeting_are_recognised(avatar_neutral):
+    retarget = Retargeter(avatar_neutral, CROP, driver_neutral=avatar_neutral)
+    collapsed = np.full((68, 2), CROP / 2)
+    with pytest.raises(ZeroDivisionError):  # why landmarks from elsewhere are checked first
+        retarget(collapsed, 0.0)
+    assert can_drive(avatar_neutral, CROP)
+    assert can_drive(avatar_neutral + CROP * 0.9, CROP)  # partly outside the crop
+    with_nan = avatar_neutral.copy()
+    with_nan[5, 1] = np.nan
+    for unusable in (collapsed, with_nan, avatar_neutral * 100, avatar_neutral[:60],
+                     np.full((68, 2), np.inf)):
+        assert not can_drive(unusable, CROP)

@@ -253,7 +253,9 @@ class LandmarkSource(Protocol):
 
     def samples(self, stop: threading.Event) -> Iterator[LandmarkSample]: ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the input (it may be called more than once)."""
+        ...
 
 
 class FaultInjector:
@@ -368,8 +370,9 @@ class Renderer(Protocol):
     """Where played-out landmarks go: the pluggable render stage. ``start`` blocks (it runs
     in a thread); ``submit`` is called from the loop once per frame slot with (68, 2) float32
     landmarks in the crop pixels of the peer's avatar and must not block; ``close`` blocks;
-    ``counts`` holds at least ``rendered`` and ``skipped``; ``stopped`` is None while it
-    runs, else why it stopped by itself (the call then ends)."""
+    ``counts`` holds at least ``rendered`` and ``skipped`` (and ``rejected``: landmarks it
+    dropped as unusable, if it checks them); ``stopped`` is None while it runs, else why it
+    stopped by itself (the call then ends)."""
 
     def start(self) -> None: ...
 
@@ -720,7 +723,9 @@ class CallReport:
         if playout:
             lines.append(f"rendered {playout['rendered']} of {playout['slots']} frame slots "
                          f"({playout['rendered_fraction']:.1%}), {playout['skipped']} skipped, "
-                         f"{playout['output']} sent to the sinks")
+                         f"{playout['output']} sent to the sinks"
+                         + (f", {playout['rejected']} unusable landmark sets dropped"
+                            if playout.get("rejected") else ""))
         if self.control.get("bad"):
             lines.append(f"bad control messages: {self.control['bad']}")
         return lines
@@ -1070,6 +1075,8 @@ class CallSession:
             await asyncio.to_thread(self.sender.close)
             for data in self.injector.flush():
                 self.send_packet(data)
+        elif self.local.source is not None:  # the call ended before sending: release it here
+            await asyncio.to_thread(self.local.source.close)
         await self.say_bye()
         if self.renderer is not None:
             await asyncio.to_thread(self.renderer.close)
@@ -1132,6 +1139,7 @@ class CallSession:
         return {"slots": self.playout.slots, "played": self.playout.played,
                 "missed": self.playout.missed, "rendered": rendered,
                 "output": counts.get("output", rendered), "skipped": counts.get("skipped", 0),
+                "rejected": counts.get("rejected", 0),
                 "rendered_fraction": rendered / self.playout.slots if self.playout.slots
                 else 0.0}
 

@@ -8,19 +8,22 @@ the same as a standalone program (``python -m vcam.net.cli_call call serve ...``
 
 Both sides are made of the real-time runtime's stages (``vcam.net.media``): one's landmarks
 come from `vcam run`'s inputs and landmark stage, and the peer's avatar goes through its
-render, composite and sink stages.
+render, composite and sink stages. The call's asyncio loop runs in a thread of its own: the
+main thread runs the preview window (some platforms, macOS among them, allow windows
+nowhere else) and takes Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -59,10 +62,12 @@ from vcam.runtime.avatars import RendererSettings
 from vcam.runtime.compositor import Background, CompositorSettings
 from vcam.runtime.retarget import RetargetSettings
 from vcam.runtime.session import InputSpec, default_threads
-from vcam.runtime.sinks import SinkSpec
+from vcam.runtime.sinks import MainThreadDisplay, SinkSpec
 
 ICE_URL = re.compile(r"(stun|stuns|turn|turns):[^\s?]+(\?transport=(udp|tcp))?")
 UNSPECIFIED_HOSTS = ("0.0.0.0", "::", "")
+# How often the call's loop looks whether the main thread was asked to end the call.
+STOP_POLL_S = 0.1
 
 
 # ---------------------------------------------------------------------------------------
@@ -114,16 +119,17 @@ def receive_settings(args: argparse.Namespace) -> ReceiveSettings:
     return ReceiveSettings(sinks, renderer, compositor, args.virtualcam_device)
 
 
-def renderer_factory(settings: ReceiveSettings) -> RendererFactory:
+def renderer_factory(settings: ReceiveSettings, windows: MainThreadDisplay) -> RendererFactory:
     def make(peer: PeerAvatar, fps: float) -> Renderer:
-        return PipelineRenderer(peer, fps, settings)
+        return PipelineRenderer(peer, fps, settings, display=windows, log=status)
 
     return make
 
 
-def local_side(args: argparse.Namespace) -> LocalSide:
-    """One's avatar, basis, landmark source and renderer; every option and device (camera,
-    video file, sinks) checked before any network."""
+def local_side(args: argparse.Namespace, windows: MainThreadDisplay) -> LocalSide:
+    """One's avatar, basis, landmark source and renderer (its preview window served by
+    ``windows``); every option and device (camera, video file, detector files, sinks)
+    checked before any network."""
     from vcam.net.shape_basis import load_shape_basis
 
     send = send_settings(args)
@@ -133,9 +139,9 @@ def local_side(args: argparse.Namespace) -> LocalSide:
     avatar = load_avatar(path)
     basis = load_shape_basis(args.shape_basis) if args.shape_basis else call_shape_basis()
     check_outputs(receive)
-    source = None if spec is None else CapturedLandmarks(spec, avatar, send)
-    return LocalSide(avatar, path, describe_avatar(path, avatar), basis, source,
-                     renderer_factory(receive))
+    info = describe_avatar(path, avatar)
+    source = None if spec is None else CapturedLandmarks(spec, avatar, send)  # opened last
+    return LocalSide(avatar, path, info, basis, source, renderer_factory(receive, windows))
 
 
 # ---------------------------------------------------------------------------------------
@@ -159,13 +165,16 @@ def run_serve(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UserError(f"--port {args.port}: {error}") from None
     settings, ice = call_settings(args), ice_settings(args, args.host)
-    local, token = local_side(args), new_token()
+    windows = MainThreadDisplay()
+    local, token = local_side(args, windows), new_token()
 
     def announce(url: str) -> None:
         print_listening(url, token, args.json)
 
-    report = run_until_stopped(lambda stop: serve_call(
-        local, settings, signaling, ice, token, announce, stop, status, args.wait_seconds))
+    with releasing_input(local):
+        report = run_until_stopped(lambda stop: serve_call(
+            local, settings, signaling, ice, token, announce, stop, status, args.wait_seconds),
+            windows)
     if report is None:
         status("nobody joined")
         return 0
@@ -175,46 +184,97 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_join(args: argparse.Namespace) -> int:
     """`vcam call join URL --token T`: join, run the call, print its report."""
     settings, ice = call_settings(args), ice_settings(args, url_host(args.url))
-    local = local_side(args)
-    report = run_until_stopped(lambda stop: join_call(
-        local, settings, args.url, args.token, SignalingSettings(), ice, stop, status))
+    windows = MainThreadDisplay()
+    local = local_side(args, windows)
+    with releasing_input(local):
+        report = run_until_stopped(lambda stop: join_call(
+            local, settings, args.url, args.token, SignalingSettings(), ice, stop, status),
+            windows)
     return finish(report, args.json)
 
 
-def run_until_stopped(start: Callable[[asyncio.Event], Awaitable[Any]]) -> Any:
-    """Run the call's loop; the first Ctrl-C (or SIGTERM) ends the call politely, a second
-    Ctrl-C interrupts."""
+@contextlib.contextmanager
+def releasing_input(local: LocalSide) -> Iterator[None]:
+    """Release one's input (the camera) when the block ends, whatever became of the call (a
+    call that ran has released it already, one that never started has not); not when a
+    second Ctrl-C interrupts, as the call's threads may still be reading it."""
+    interrupted = False
+    try:
+        yield
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        if local.source is not None and not interrupted:
+            local.source.close()
 
-    async def main() -> Any:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        installed = install_stop_signals(loop, stop)
+
+def run_until_stopped(start: Callable[[asyncio.Event], Awaitable[Any]],
+                      windows: MainThreadDisplay) -> Any:
+    """Run the call's loop in a thread of its own while this thread runs the preview
+    window's calls (``windows``) until the call is over; the first Ctrl-C (or SIGTERM) ends
+    the call politely, a second Ctrl-C interrupts. Returns what ``start(stop)`` returned, or
+    raises what it raised."""
+    requested, done = threading.Event(), threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run_loop() -> None:
         try:
-            return await start(stop)
+            outcome["result"] = asyncio.run(stopped_on_request(start, requested))
+        except BaseException as error:  # raised again in this thread
+            outcome["error"] = error
         finally:
-            for signum in installed:
-                loop.remove_signal_handler(signum)
+            done.set()
 
-    return asyncio.run(main())
+    restore = install_stop_signals(requested)
+    try:
+        threading.Thread(target=run_loop, name="vcam-call-loop", daemon=True).start()
+        windows.serve(done)
+    finally:
+        windows.finish()
+        restore()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
-def install_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> list[int]:
-    installed = []
+async def stopped_on_request(start: Callable[[asyncio.Event], Awaitable[Any]],
+                             requested: threading.Event) -> Any:
+    """``start(stop)``, ``stop`` being set once ``requested`` is (from another thread)."""
+    stop = asyncio.Event()
 
-    def on_signal(signum: int) -> None:
-        status("ending the call (Ctrl-C again to interrupt)")
+    async def forward() -> None:
+        while not requested.is_set():
+            await asyncio.sleep(STOP_POLL_S)
         stop.set()
-        loop.remove_signal_handler(signum)
 
+    forwarding = asyncio.ensure_future(forward())
+    try:
+        return await start(stop)
+    finally:
+        forwarding.cancel()
+
+
+def install_stop_signals(requested: threading.Event) -> Callable[[], None]:
+    """Ctrl-C and SIGTERM set ``requested``, once: then they act as before (a second Ctrl-C
+    interrupts). Only the main thread can take signals; returns what puts the handlers
+    back."""
     if threading.current_thread() is not threading.main_thread():
-        return installed
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, on_signal, signum)
-            installed.append(signum)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
-    return installed
+        return lambda: None
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum: int, frame: object) -> None:
+        status("ending the call (Ctrl-C again to interrupt)")
+        requested.set()
+        signal.signal(signum, previous[signum] or signal.SIG_DFL)
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler or signal.SIG_DFL)
+
+    for signum in previous:
+        signal.signal(signum, on_signal)
+    return restore
 
 
 def status(message: str) -> None:

@@ -54,6 +54,8 @@ MAX_NAME = 64
 MAX_CAPABILITIES = 16
 MAX_COUNTER = (1 << 53) - 1
 MAX_BUNDLE_BYTES = (1 << 32) - 1
+# The frame rates a hello may announce: a call runs at MIN_FPS to MAX_FPS frames/s.
+MIN_FPS, MAX_FPS = 1.0, 120.0
 CAPABILITIES = ("landmarks/1", "avatar-transfer/1", "key-request/1")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 NAME_CHARACTERS = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
@@ -271,7 +273,7 @@ def parse_hello(fields: Fields) -> Hello:
                  fields.texts("capabilities", MAX_CAPABILITIES, 32),
                  fields.integer("codec", 0, 255), fields.text("shape_basis", 64, SHA256_HEX),
                  parse_avatar_info(fields.nested("avatar")), fields.flag("shares_avatar"),
-                 fields.flag("sends_landmarks"), fields.number("fps", 1.0, 120.0), protocol)
+                 fields.flag("sends_landmarks"), fields.number("fps", MIN_FPS, MAX_FPS), protocol)
 
 
 def parse_offer(fields: Fields) -> AvatarOffer:

@@ -10,23 +10,25 @@ Receiving (:class:`PipelineRenderer`): the runtime's :class:`~vcam.runtime.pipel
 fed with the landmarks the call plays out: retarget (onto the peer's avatar, whose own face
 the landmarks are already on, so it only keeps the head inside the crop), rasterise, render
 with the backend chosen as for `vcam run`, composite, and the sinks (virtual camera, preview
-window, mp4 file). It runs in a thread of its own, which also opens the sinks and shows the
-preview window. Two things differ from `vcam run`: torch's process-wide thread count is
-never changed (``--threads`` goes to ONNX Runtime only), and an avatar received for this call
-only is compiled into a temporary folder that is removed when the call ends, so nothing made
-from it stays in the user's data folder or caches.
+window, mp4 file). It runs in a thread of its own, which also opens the sinks; the preview
+window's own calls go to the display it is given (the command line's hands them to the main
+thread: :class:`~vcam.runtime.sinks.MainThreadDisplay`). Landmarks that cannot be retargeted
+(non-finite, far outside the crop, collapsed) are dropped and counted as ``rejected``, so
+nothing the peer sends can stop the pipeline. Two things differ from `vcam run`: torch's
+process-wide thread count is never changed (``--threads`` goes to ONNX Runtime only), and an
+avatar received for this call only is compiled into a temporary folder that is removed when
+the call ends, so nothing made from it stays in the user's data folder or caches.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,32 +42,24 @@ from vcam.errors import UserError
 from vcam.landmarks.detector import LandmarkDetector, create_detector
 from vcam.landmarks.tracker import FaceTracker
 from vcam.net.call import LandmarkSample, PeerAvatar, RendererStop
+from vcam.net.control import MAX_FPS, MIN_FPS
 from vcam.net.jitter import monotonic_us
 from vcam.runtime.avatars import AvatarEntry, AvatarLibrary, RendererSettings
-from vcam.runtime.capture import DEFAULT_FPS, CameraSource, Captured, FrameSource, VideoFileSource
+from vcam.runtime.capture import DEFAULT_FPS, Captured, FrameSource
 from vcam.runtime.compositor import Compositor, CompositorSettings
 from vcam.runtime.controls import Controls
-from vcam.runtime.demo import DemoAnimation, DemoSource
 from vcam.runtime.frames import Frame, FrameKind
 from vcam.runtime.handoff import Handoff, HandoffClosed
 from vcam.runtime.pipeline import LandmarkWorker, Pipeline, PipelineSettings, RunSummary
-from vcam.runtime.retarget import RetargetSettings
-from vcam.runtime.session import InputSpec
-from vcam.runtime.sinks import (
-    Display,
-    FileSink,
-    Sink,
-    SinkSpec,
-    VirtualCameraSink,
-    WindowSink,
-    display_available,
-)
+from vcam.runtime.retarget import RetargetSettings, can_drive
+from vcam.runtime.session import InputSpec, SinkOptions, frame_source, output_sinks
+from vcam.runtime.sinks import Display, Sink, SinkSpec
 
-# The frame rates a call's hello may announce.
-MIN_FPS, MAX_FPS = 1.0, 120.0
 POLL_SECONDS = 0.05
-# How long closing waits for the render thread (it may be exporting the generator).
+# How long closing waits for the render thread (it may be exporting the generator), and
+# after how long it says that it waits.
 CLOSE_TIMEOUT_S = 120.0
+CLOSE_NOTICE_S = 1.0
 # Temporary folders of avatars compiled for one call: PREFIX + the process id + a random part.
 COMPILED_PREFIX = "vcam-call-compiled-"
 # The pipeline's hand-offs before the render stage.
@@ -92,33 +86,50 @@ class SendSettings:
                             f"{MAX_FPS:g} frames/s")
 
 
-def open_input(spec: InputSpec, avatar: Avatar, fps: float) -> FrameSource:
-    """The runtime's source for ``--input``, opened (a missing camera or an unreadable file
-    is a ``UserError`` here, before the call connects)."""
-    source: FrameSource
-    if spec.kind == "demo":
-        source = DemoSource(DemoAnimation(avatar.neutral_landmarks, avatar.config.image_size),
-                            fps)
-    elif spec.kind == "file" and spec.path is not None:
-        source = VideoFileSource(spec.path)
-    else:
-        source = CameraSource(spec.camera_index, fps)
-    return source.__enter__()
+def check_detector(name: str) -> None:
+    """What the landmark detector ``name`` needs on disk, checked now (cheap: a missing model
+    file is a ``UserError`` before the call connects); loading it is left to the
+    background."""
+    from vcam.landmarks.dlib_backend import SHAPE_PREDICTOR
+    from vcam.landmarks.models import model_file
+
+    model_file(SHAPE_PREDICTOR)  # both detectors find faces with dlib
+    if name != "face-alignment":
+        return
+    try:
+        from vcam.landmarks.fan_backend import fan_weights_path
+
+        weights = fan_weights_path()
+    except ImportError:
+        raise UserError("--landmarks face-alignment needs the face-alignment package: "
+                        "`pip install face-alignment`, or use --landmarks dlib") from None
+    model_file("mmod_human_face_detector.dat")
+    if not weights.is_file():
+        create_detector(name)  # its UserError names the missing weights (before any load)
 
 
 class CapturedLandmarks:
     """One's own avatar's landmarks from the runtime's capture and landmark stages: a
-    ``LandmarkSource`` for the call. The input is opened at once; the landmark detector (not
-    needed by the demo) loads in the background while the call connects. ``samples`` blocks:
-    it runs in the call's sender thread."""
+    ``LandmarkSource`` for the call. The detector's files are checked and the input is opened
+    at once (a missing camera, an unreadable file, a file at a rate a call cannot carry or a
+    missing model file is a ``UserError`` here, before the call connects); the landmark
+    detector (not needed by the demo) loads in the background while the call connects.
+    ``samples`` blocks: it runs in the call's sender thread."""
 
     def __init__(self, spec: InputSpec, avatar: Avatar, settings: SendSettings = SendSettings(),
                  detector: LandmarkDetector | None = None) -> None:
         self.spec = spec
         self.avatar = avatar
         self.settings = settings
-        self.capture = open_input(spec, avatar, settings.fps or DEFAULT_FPS)
-        self.fps = self.frame_rate()
+        if detector is None and spec.kind != "demo":
+            check_detector(settings.landmarks)
+        self.capture: FrameSource = frame_source(spec, settings.fps or DEFAULT_FPS, avatar)
+        self.capture.__enter__()
+        try:
+            self.fps = self.frame_rate()
+        except BaseException:
+            self.close()
+            raise
         self.detector = detector
         self.detector_error: Exception | None = None
         self.detector_ready = threading.Event()
@@ -129,11 +140,16 @@ class CapturedLandmarks:
                              daemon=True).start()
 
     def frame_rate(self) -> float:
-        """A file's own rate (when a call can carry it), else ``--fps`` or 30."""
-        if self.spec.kind == "file":
-            fps = float(self.capture.fps or 0.0)
-            return fps if MIN_FPS <= fps <= MAX_FPS else DEFAULT_FPS
-        return float(self.settings.fps or DEFAULT_FPS)
+        """A file's own rate (``UserError`` unless a call can carry it), else ``--fps`` or
+        30."""
+        if self.spec.kind != "file":
+            return float(self.settings.fps or DEFAULT_FPS)
+        fps = float(self.capture.fps)
+        if not MIN_FPS <= fps <= MAX_FPS:
+            raise UserError(f"--input {self.spec.path} plays at {fps:g} frames/s and a call "
+                            f"carries {MIN_FPS:g} to {MAX_FPS:g}: convert it first (e.g. "
+                            "`ffmpeg -i IN -r 30 OUT.mp4`)")
+        return fps
 
     def load_detector(self) -> None:
         try:
@@ -168,6 +184,7 @@ class CapturedLandmarks:
         stage = self.landmark_stage(tracker)
         started, index = time.perf_counter(), 0
         while True:
+            first_of_pass = index
             for item in self.capture.frames(stop):
                 if not self.capture.live and self.wait_until_due(stop, started + index / self.fps):
                     return
@@ -175,8 +192,9 @@ class CapturedLandmarks:
                 index += 1
                 if sample is not None:
                     yield sample
-            if stop.is_set() or not (self.settings.loop and self.spec.kind == "file"):
-                return
+            looping = self.settings.loop and self.spec.kind == "file"
+            if stop.is_set() or not looping or index == first_of_pass:
+                return  # (a pass without a frame would loop for ever)
             self.rewind(tracker)
 
     @staticmethod
@@ -236,38 +254,20 @@ class ReceiveSettings:
 
 def check_outputs(settings: ReceiveSettings) -> None:
     """Refuse, before the call connects, what could only fail once it runs: an unreadable
-    background image, and sinks that cannot open here (a file that is not .mp4, a window
-    without a display, a missing virtual camera, which is opened and closed once)."""
-    compositor = settings.compositor
-    Compositor(compositor)  # reads the background image
-    for spec in settings.sinks:
-        if spec.kind == "file" and spec.path is not None and spec.path.suffix.lower() != ".mp4":
-            raise UserError(f"--sink file:{spec.path}: the file sink writes .mp4 files")
-        if spec.kind == "window" and not display_available(os.environ, platform.system()):
-            raise UserError("--sink window needs a desktop display (DISPLAY is not set): use "
-                            "--sink virtualcam or --sink file:out.mp4 here")
-        if spec.kind == "virtualcam":
-            with VirtualCameraSink(compositor.width, compositor.height, DEFAULT_FPS,
-                                   settings.virtualcam_device, settings.virtualcam_backend):
-                pass
+    background image, and sinks that cannot open here (each sink's ``check``: a file that is
+    not .mp4, a window without a display, a missing virtual camera)."""
+    Compositor(settings.compositor)  # reads the background image
+    for sink in build_sinks(settings, DEFAULT_FPS, [], Controls(1)):
+        sink.check()
 
 
-def build_sinks(settings: ReceiveSettings, fps: float, avatar: Avatar, controls: Controls,
-                display: Display | None = None) -> list[Sink]:
+def build_sinks(settings: ReceiveSettings, fps: float, avatars: Sequence[Avatar],
+                controls: Controls, display: Display | None = None) -> list[Sink]:
     """The runtime's sinks for ``settings.sinks``, at the peer's frame rate (not opened);
-    ``display``: the preview window's (None: OpenCV's)."""
-    width, height = settings.compositor.width, settings.compositor.height
-    sinks: list[Sink] = []
-    for spec in settings.sinks:
-        if spec.kind == "virtualcam":
-            sinks.append(VirtualCameraSink(width, height, fps, settings.virtualcam_device,
-                                           settings.virtualcam_backend))
-        elif spec.kind == "window":
-            sinks.append(WindowSink(width, height, controls, [avatar.name],
-                                    [avatar.config.image_size], display))
-        elif spec.path is not None:
-            sinks.append(FileSink(spec.path, width, height, fps))
-    return sinks
+    ``avatars``: the preview window's; ``display``: its display (None: OpenCV's)."""
+    options = SinkOptions(settings.compositor.width, settings.compositor.height, fps,
+                          settings.virtualcam_device, settings.virtualcam_backend)
+    return output_sinks(settings.sinks, options, controls, avatars, display)
 
 
 def torch_keeping_thread_count(source: GeneratorSource, options: BackendOptions) -> Backend:
@@ -356,18 +356,21 @@ class CallFeed:
 class PipelineRenderer:
     """The call's ``Renderer``: the runtime's pipeline showing the peer's avatar in the
     chosen sinks, in a thread of its own (``start`` returns once the sinks are open and the
-    generator is loaded and warmed up, or raises what stopped it). That thread is the only
-    one to touch the preview window (``display``: None for OpenCV's): it opens it, shows it
-    and reads its keys."""
+    generator is loaded and warmed up, or raises what stopped it; after ``close`` it returns
+    early, having opened nothing more). The preview window goes through ``display`` (None:
+    OpenCV's, used from that thread; the command line gives a ``MainThreadDisplay``).
+    ``log``: where it says what takes long (closing while the generator still loads)."""
 
     def __init__(self, peer: PeerAvatar, fps: float, settings: ReceiveSettings,
-                 registry: BackendRegistry | None = None, display: Display | None = None
-                 ) -> None:
+                 registry: BackendRegistry | None = None, display: Display | None = None,
+                 log: Callable[[str], None] = lambda message: None) -> None:
         self.peer = peer
         self.fps = fps
         self.settings = settings
         self.registry = registry if registry is not None else call_backends()
         self.display = display
+        self.log = log
+        self.rejected = 0
         self.feed = CallFeed(fps)
         self.controls = Controls(1)
         self.pipeline: Pipeline | None = None
@@ -385,7 +388,12 @@ class PipelineRenderer:
             raise self.error
 
     def submit(self, landmarks: np.ndarray) -> None:
-        self.feed.put(landmarks)
+        """Hand landmarks on to the pipeline, unless they cannot be retargeted (then they are
+        counted as ``rejected``)."""
+        if can_drive(landmarks, self.peer.avatar.config.image_size):
+            self.feed.put(landmarks)
+        else:
+            self.rejected += 1
 
     def run(self) -> None:
         """The render thread: open everything, run the pipeline until closed, release
@@ -395,7 +403,7 @@ class PipelineRenderer:
             with folder as compiled, ExitStack() as stack:
                 self.compiled_dir = None if compiled is None else Path(compiled)
                 pipeline = self.open_pipeline(stack)
-                if self.closing.is_set():
+                if pipeline is None or self.closing.is_set():
                     return
                 self.pipeline = pipeline
                 self.ready.set()
@@ -412,11 +420,17 @@ class PipelineRenderer:
         remove_stale_compiled(Path(tempfile.gettempdir()))
         return tempfile.TemporaryDirectory(prefix=f"{COMPILED_PREFIX}{os.getpid()}-")
 
-    def open_pipeline(self, stack: ExitStack) -> Pipeline:
+    def open_pipeline(self, stack: ExitStack) -> Pipeline | None:
+        """Open the sinks and load the generator; None if ``close`` came first (checked
+        before each sink and before the generator)."""
         avatar, settings = self.peer.avatar, self.settings
-        sinks = build_sinks(settings, self.fps, avatar, self.controls, self.display)
+        sinks = build_sinks(settings, self.fps, [avatar], self.controls, self.display)
         for sink in sinks:
+            if self.closing.is_set():
+                return None
             stack.enter_context(sink)
+        if self.closing.is_set():
+            return None
         entry = AvatarEntry(avatar, self.peer.path, self.compiled_dir)
         library = stack.enter_context(AvatarLibrary([entry], settings.renderer, self.registry))
         pipeline_settings = PipelineSettings(
@@ -431,14 +445,19 @@ class PipelineRenderer:
         self.closing.set()
         self.controls.stop.set()
         self.feed.close()
+        if not self.thread.is_alive():
+            return
+        self.thread.join(CLOSE_NOTICE_S)
         if self.thread.is_alive():
+            self.log("waiting for the renderer to stop")
             self.thread.join(CLOSE_TIMEOUT_S)
 
     @property
     def counts(self) -> dict[str, int]:
         """``rendered``: frames the generator rendered; ``skipped``: landmarks replaced by
         newer ones before they were rendered; ``output``: rendered frames that reached the
-        sinks (a virtual camera takes at most one per tick of its rate)."""
+        sinks (a virtual camera takes at most one per tick of its rate); ``rejected``:
+        landmarks that could not be retargeted."""
         pipeline, summary = self.pipeline, self.summary
         if summary is not None:
             rendered, output = summary.frames_rendered, summary.frames_output
@@ -449,7 +468,8 @@ class PipelineRenderer:
         else:
             rendered, output, dropped = 0, 0, {}
         skipped = self.feed.dropped + sum(dropped.get(name, 0) for name in BEFORE_RENDER)
-        return {"rendered": rendered, "output": output, "skipped": skipped}
+        return {"rendered": rendered, "output": output, "skipped": skipped,
+                "rejected": self.rejected}
 
     @property
     def stopped(self) -> RendererStop | None:

@@ -16,12 +16,11 @@ from engines.backend import (
     Backend,
     BackendOptions,
     BackendRegistry,
-    GeneratorSource,
     NoBackendError,
     create_backend,
 )
 from vcam.avatar import Avatar
-from vcam.compiled import export_avatar, generator_source
+from vcam.compiled import generator_source
 from vcam.errors import UserError
 from vcam.warp import WarpGuide
 
@@ -33,10 +32,6 @@ class RendererSettings:
     backend: str = "auto"
     threads: int | None = None
     device: str = "cpu"
-
-
-# Backends that run the generator from its exported ONNX file.
-ONNX_BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -57,31 +52,11 @@ class AvatarEntry:
         return self.avatar.name
 
 
-def renderer_source(avatar_path: Path | None, avatar: Avatar, backend: str,
-                    compiled_dir: Path | None = None) -> GeneratorSource:
-    """The generator in the form the backends load: the torch module, and the avatar's
-    compiled ONNX model (found by checksum, or exported once now) for ONNX Runtime and
-    TensorRT. An avatar that was never saved (no checksum) offers the torch module only.
-    With ``compiled_dir`` the ONNX model is looked for (and exported) there instead."""
-    del avatar_path
-    if not avatar.checksum:
-        return GeneratorSource(avatar.config.image_size, module=avatar.generator(),
-                               input_channels=avatar.config.generator_input_channels)
-    if compiled_dir is None:
-        return generator_source(avatar, backend)
-    path = compiled_dir / "generator-fp32.onnx"
-    if backend in ONNX_BACKENDS and not path.exists():
-        export_avatar(avatar, "fp32", out=path)
-    return GeneratorSource(avatar.config.image_size, module=avatar.generator(),
-                           onnx_path=path if path.exists() else None,
-                           input_channels=avatar.config.generator_input_channels)
-
-
 def load_backend(entry: AvatarEntry, settings: RendererSettings,
                  registry: BackendRegistry | None = None) -> Backend:
     """The entry's generator on the backend asked for, warmed up (``registry``: the
     backends to choose from; None: the built-in ones)."""
-    source = renderer_source(entry.path, entry.avatar, settings.backend, entry.compiled_dir)
+    source = generator_source(entry.avatar, settings.backend, folder=entry.compiled_dir)
     engines = entry.compiled_dir / "engines" if entry.compiled_dir is not None else None
     options = BackendOptions(device=settings.device, threads=settings.threads,
                              cache_dir=engines)

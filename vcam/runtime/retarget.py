@@ -29,6 +29,11 @@ from vcam.landmarks.align import crop_transform_for
 RETARGET_MODES = ("relative", "raw")
 # iBUG 300-W indices that expressions barely move: jaw ends, nose, eye corners.
 RIGID_POINTS = np.array([0, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45])
+# Driver landmarks that can be retargeted: within this many crop sizes of the crop, and with
+# the rigid points spread over at least this fraction of it (a face collapsed onto a point
+# has no scale to fit).
+MAX_OUTSIDE_CROPS = 1.0
+MIN_RIGID_SPREAD = 1e-3
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,19 @@ def pinned(motion: Similarity, centre: np.ndarray) -> Similarity:
     """``motion``'s rotation and scale about ``centre``, without moving ``centre``."""
     return Similarity(motion.scale, motion.rotation,
                       centre - motion.scale * motion.rotation @ centre)
+
+
+def can_drive(points: np.ndarray, crop_size: int) -> bool:
+    """Whether ``points`` (68, 2), in a crop of ``crop_size`` pixels, can be retargeted: all
+    finite, none far outside the crop, the rigid points not collapsed. Landmarks from
+    elsewhere (a call's peer) are checked with this first, as retargeting others raises."""
+    points = np.asarray(points)
+    if points.shape != (68, 2) or not np.isfinite(points).all():
+        return False
+    margin = MAX_OUTSIDE_CROPS * crop_size
+    if points.min() < -margin or points.max() > crop_size + margin:
+        return False
+    return float(points[RIGID_POINTS].std(axis=0).sum()) > MIN_RIGID_SPREAD * crop_size
 
 
 class NeutralCapture:

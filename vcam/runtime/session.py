@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vcam.avatar import Avatar
 from vcam.errors import UserError
 from vcam.landmarks.detector import LandmarkDetector, create_detector
 from vcam.landmarks.tracker import FaceTracker
@@ -28,7 +30,14 @@ from vcam.runtime.controls import Controls
 from vcam.runtime.demo import DemoAnimation, DemoSource
 from vcam.runtime.pipeline import Pipeline, PipelineSettings, RunSummary
 from vcam.runtime.retarget import RetargetSettings
-from vcam.runtime.sinks import FileSink, Sink, SinkSpec, VirtualCameraSink, WindowSink
+from vcam.runtime.sinks import (
+    Display,
+    FileSink,
+    Sink,
+    SinkSpec,
+    VirtualCameraSink,
+    WindowSink,
+)
 
 logger = logging.getLogger("vcam.runtime")
 # A demo written only to files is a clip of this length (unless --max-frames says otherwise).
@@ -219,16 +228,23 @@ def default_avatar_path(model_checksum: str) -> Path:
 def input_source(settings: RunSettings, entries: list[AvatarEntry]
                  ) -> tuple[FrameSource, np.ndarray | None]:
     """The frame source, and the driver's known neutral face (demo input only)."""
-    spec = settings.input
-    fps = settings.pipeline.fps
+    first = entries[0].avatar
+    source = frame_source(settings.input, settings.pipeline.fps, first,
+                          demo_clip_frames(settings))
+    return source, first.neutral_landmarks if settings.input.kind == "demo" else None
+
+
+def frame_source(spec: InputSpec, fps: float, demo_avatar: Avatar,
+                 demo_frames: int | None = None) -> FrameSource:
+    """The source for ``--input`` (not opened): a camera at ``fps``, a video file, or the
+    demo animating ``demo_avatar`` at ``fps`` (``demo_frames``: a clip of that many frames;
+    None: live and endless)."""
     if spec.kind == "demo":
-        first = entries[0].avatar
-        neutral = first.neutral_landmarks
-        frames = demo_clip_frames(settings)
-        return DemoSource(DemoAnimation(neutral, first.config.image_size), fps, frames), neutral
+        animation = DemoAnimation(demo_avatar.neutral_landmarks, demo_avatar.config.image_size)
+        return DemoSource(animation, fps, demo_frames)
     if spec.kind == "file" and spec.path is not None:
-        return VideoFileSource(spec.path), None
-    return CameraSource(spec.camera_index, fps), None
+        return VideoFileSource(spec.path)
+    return CameraSource(spec.camera_index, fps)
 
 
 def demo_clip_frames(settings: RunSettings) -> int | None:
@@ -243,15 +259,38 @@ def demo_clip_frames(settings: RunSettings) -> int | None:
 def build_sinks(settings: RunSettings, entries: list[AvatarEntry], controls: Controls
                 ) -> list[Sink]:
     compositor = settings.pipeline.compositor
-    width, height, fps = compositor.width, compositor.height, settings.pipeline.fps
+    return output_sinks(settings.sinks, SinkOptions(
+        compositor.width, compositor.height, settings.pipeline.fps, settings.virtualcam_device),
+        controls, [entry.avatar for entry in entries])
+
+
+@dataclass(frozen=True)
+class SinkOptions:
+    """What the sinks share: the canvas size, the output rate, and the virtual camera to use
+    (``virtualcam_backend``: a pyvirtualcam backend name; None tries every one installed)."""
+
+    width: int
+    height: int
+    fps: float
+    virtualcam_device: str | None = None
+    virtualcam_backend: str | None = None
+
+
+def output_sinks(specs: Sequence[SinkSpec], options: SinkOptions, controls: Controls,
+                 avatars: Sequence[Avatar], display: Display | None = None) -> list[Sink]:
+    """The sinks for ``--sink`` (not opened); ``avatars``: the window's, by index;
+    ``display``: the window's (None: OpenCV's)."""
+    width, height, fps = options.width, options.height, options.fps
     sinks: list[Sink] = []
-    for spec in settings.sinks:
+    for spec in specs:
         if spec.kind == "virtualcam":
-            sinks.append(VirtualCameraSink(width, height, fps, settings.virtualcam_device))
+            sinks.append(VirtualCameraSink(width, height, fps, options.virtualcam_device,
+                                           options.virtualcam_backend))
         elif spec.kind == "window":
             sinks.append(WindowSink(width, height, controls,
-                                    [entry.name for entry in entries],
-                                    [entry.avatar.config.image_size for entry in entries]))
+                                    [avatar.name for avatar in avatars],
+                                    [avatar.config.image_size for avatar in avatars],
+                                    display))
         elif spec.path is not None:
             sinks.append(FileSink(spec.path, width, height, fps))
     return sinks

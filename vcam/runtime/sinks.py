@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 import platform
+import queue
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -57,6 +60,10 @@ class Sink(Protocol):
     def __enter__(self) -> Sink: ...
 
     def __exit__(self, *exc_info: object) -> None: ...
+
+    def check(self) -> None:
+        """``UserError`` unless it can open here (without keeping anything open)."""
+        ...
 
     def send(self, canvas: np.ndarray, frame: Frame, stats: StatsSnapshot) -> None: ...
 
@@ -118,6 +125,11 @@ class VirtualCameraSink:
             self._camera.close()
             self._camera = None
 
+    def check(self) -> None:
+        """``UserError`` unless the virtual camera opens here (it is opened and closed)."""
+        with self:
+            pass
+
     @property
     def device_name(self) -> str:
         return self._camera.device if self._camera is not None else ""
@@ -146,9 +158,13 @@ class FileSink:
         self._bgr = np.empty((height, width, 3), np.uint8)
         self.frames_written = 0
 
-    def __enter__(self) -> FileSink:
+    def check(self) -> None:
+        """``UserError`` unless the file is an .mp4 (nothing is written)."""
         if self.path.suffix.lower() != ".mp4":
             raise UserError(f"--sink file:{self.path}: the file sink writes .mp4 files")
+
+    def __enter__(self) -> FileSink:
+        self.check()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
                                  (self.width, self.height))
@@ -173,6 +189,10 @@ class FileSink:
 class Display(Protocol):
     """A desktop window (OpenCV's highgui, or a stand-in where there is no display)."""
 
+    def check(self) -> None:
+        """``UserError`` unless a window can open here (a cheap check, from any thread)."""
+        ...
+
     def open(self, title: str) -> None: ...
 
     def show(self, title: str, bgr: np.ndarray) -> None: ...
@@ -194,10 +214,13 @@ def display_available(environ: dict[str, str] | os._Environ[str], system: str) -
 class OpenCvDisplay:
     """OpenCV windows; refuses to open without a display instead of aborting the process."""
 
-    def open(self, title: str) -> None:
+    def check(self) -> None:
         if not display_available(os.environ, platform.system()):
             raise UserError("--sink window needs a desktop display (DISPLAY is not set): use "
                             "--sink virtualcam or --sink file:out.mp4 here")
+
+    def open(self, title: str) -> None:
+        self.check()
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
 
     def show(self, title: str, bgr: np.ndarray) -> None:
@@ -214,11 +237,96 @@ class OpenCvDisplay:
         cv2.waitKey(1)
 
 
+class DisplayCall:
+    """One call of a display's method, handed from the thread that makes it to the thread
+    that runs it."""
+
+    def __init__(self, method: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.method, self.args = method, args
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.result = self.method(*self.args)
+        except BaseException as error:  # the caller raises it; Ctrl-C also goes on here
+            self.error = error
+            if not isinstance(error, Exception):
+                raise
+        finally:
+            self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
+
+
+class MainThreadDisplay:
+    """A display whose windows live on the thread that runs :meth:`serve` (the main thread:
+    some platforms, macOS among them, allow windows nowhere else). Any other thread may
+    use it: each call is handed over and waited for, so it only returns once ``serve`` ran
+    it; after :meth:`finish` calls fail instead."""
+
+    def __init__(self, display: Display | None = None) -> None:
+        self.display = display or OpenCvDisplay()
+        self._calls: queue.Queue[DisplayCall] = queue.Queue()
+        self._lock = threading.Lock()
+        self._finished = False
+
+    def check(self) -> None:
+        self.display.check()
+
+    def open(self, title: str) -> None:
+        self._call(self.display.open, title)
+
+    def show(self, title: str, bgr: np.ndarray) -> None:
+        self._call(self.display.show, title, bgr)
+
+    def poll_key(self, title: str, milliseconds: int) -> int:
+        return self._call(self.display.poll_key, title, milliseconds)
+
+    def close(self, title: str) -> None:
+        self._call(self.display.close, title)
+
+    def _call(self, method: Callable[..., Any], *args: Any) -> Any:
+        call = DisplayCall(method, args)
+        with self._lock:
+            if self._finished:
+                raise RuntimeError("the preview window's thread has stopped")
+            self._calls.put(call)
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def serve(self, until: threading.Event, poll_seconds: float = 0.05) -> None:
+        """Run the calls handed over until ``until`` is set (blocking)."""
+        while not until.is_set():
+            try:
+                call = self._calls.get(timeout=poll_seconds)
+            except queue.Empty:
+                continue
+            call.run()
+
+    def finish(self) -> None:
+        """Stop taking calls: the ones still waiting, and any later one, fail."""
+        with self._lock:
+            self._finished = True
+        while True:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            call.fail(RuntimeError("the preview window's thread has stopped"))
+
+
 class WindowSink:
     """The preview: driver | landmarks | avatar with the stats, and the keyboard.
 
     The output stage composes the preview (``send``); the main thread shows it and reads
-    keys (``pump``), because some platforms allow windows only on the main thread.
+    keys (``pump``), because some platforms allow windows only on the main thread (a
+    ``MainThreadDisplay`` serves a sink pumped from another thread).
     """
 
     name = "window"
@@ -237,6 +345,10 @@ class WindowSink:
         self._bgr = np.empty_like(self._layout.image)
         self._open = False
         self.frames_shown = 0
+
+    def check(self) -> None:
+        """``UserError`` unless the window can open here."""
+        self.display.check()
 
     def __enter__(self) -> WindowSink:
         self.display.open(WINDOW_TITLE)
