@@ -640,7 +640,12 @@ def add_pipeline_bench(benches) -> None:
     command = benches.add_parser("pipeline", help="frames/s and capture-to-sink latency of "
                                  "the real-time pipeline, 640x480 clip -> file sink")
     command.set_defaults(bench_handler=run_pipeline_bench_command)
-    command.add_argument("--config", choices=("tiny", "cpu", "paper"), default="cpu")
+    command.add_argument("--config", choices=("tiny", "cpu", "paper"), default="cpu",
+                         help="architecture of the random model used without --model")
+    command.add_argument("--generator", choices=("direct", "warp"), default="direct",
+                         help="generator variant of the random model used without --model")
+    command.add_argument("--model", type=Path,
+                         help="a trained model (e.g. vcam/weights/default.safetensors)")
     command.add_argument("--frames", type=positive_int, default=150)
     command.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "tensorrt"),
                          default="auto")
@@ -651,7 +656,8 @@ def add_pipeline_bench(benches) -> None:
 def run_pipeline_bench_command(args: argparse.Namespace) -> int:
     from vcam.bench.pipeline import pipeline_bench_lines, run_pipeline_bench
 
-    report = run_pipeline_bench(args.config, args.frames, args.backend, args.threads)
+    report = run_pipeline_bench(args.config, args.frames, args.backend, args.threads,
+                                generator=args.generator, model=args.model)
     print(json.dumps(report, indent=1) if args.json else "\n".join(pipeline_bench_lines(report)))
     return 0
 

@@ -15,6 +15,7 @@ CPU the figures move with the other load; the load average is reported alongside
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import threading
@@ -31,7 +32,7 @@ from vcam.enroll import Photo, enroll
 from vcam.landmarks.detector import create_detector
 from vcam.landmarks.tracker import FaceTracker
 from vcam.models.config import get_config
-from vcam.models.store import MetaModels
+from vcam.models.store import MetaModels, load_models
 from vcam.runtime.avatars import AvatarEntry, AvatarLibrary, RendererSettings
 from vcam.runtime.capture import Captured, VideoFileSource
 from vcam.runtime.compositor import CompositorSettings
@@ -69,11 +70,18 @@ class ReplaySource:
             yield Captured(image=image)
 
 
-def bench_avatar(config_name: str, detector, folder: Path) -> AvatarEntry:
-    """The astronaut enrolled feed-forward on a seeded random model, saved as a bundle (so the
-    backend sees a real avatar file, as `vcam run` would) and loaded back."""
+def bench_models(config_name: str, generator: str, model: Path | None) -> MetaModels:
+    """The given model, or a seeded random one of ``config_name`` with ``generator``."""
+    if model is not None:
+        return load_models(model)
     torch.manual_seed(0)
-    models = MetaModels(get_config(config_name), 4).eval()
+    config = dataclasses.replace(get_config(config_name), generator=generator)
+    return MetaModels(config, 4).eval()
+
+
+def bench_avatar(models: MetaModels, detector, folder: Path) -> AvatarEntry:
+    """The astronaut enrolled feed-forward, saved as a bundle (so the backend sees a real
+    avatar file, as `vcam run` would) and loaded back."""
     avatar, _ = enroll([Photo("astronaut", astronaut())], "bench", models, detector,
                        FineTuneSettings())
     path = save_avatar(avatar, folder / f"bench{SUFFIX}")
@@ -101,16 +109,21 @@ def figures(summary: RunSummary) -> dict:
 
 def run_pipeline_bench(config_name: str = "cpu", frames: int = 150, backend: str = "auto",
                        threads: int | None = None,
-                       output_size: tuple[int, int] = (1280, 720)) -> dict:
-    """Throughput (file input) and real-time behaviour (live replay) of the pipeline."""
+                       output_size: tuple[int, int] = (1280, 720), generator: str = "direct",
+                       model: Path | None = None) -> dict:
+    """Throughput (file input) and real-time behaviour (live replay) of the pipeline, with
+    ``model`` (e.g. the shipped one) or a random model of ``config_name``."""
     threads = threads or max(1, (os.cpu_count() or 2) - 1)
     detector = create_detector("dlib")
     clip_frames = list(moving_face_frames(frames, *CLIP_SIZE))
+    models = bench_models(config_name, generator, model)
     with tempfile.TemporaryDirectory() as scratch:
-        entry = bench_avatar(config_name, detector, Path(scratch))
+        entry = bench_avatar(models, detector, Path(scratch))
         with AvatarLibrary([entry], RendererSettings(backend, threads)) as library:
             return bench_runs(library, detector, clip_frames, Path(scratch), output_size) | {
-                "config": config_name, "threads": threads, "cpu_count": os.cpu_count(),
+                "config": str(model) if model else config_name,
+                "generator": models.config.generator, "threads": threads,
+                "cpu_count": os.cpu_count(),
                 "clip": f"{CLIP_SIZE[0]}x{CLIP_SIZE[1]} synthetic astronaut, "
                         f"{CLIP_FPS:.0f} frames/s, {frames} frames",
                 "output_size": f"{output_size[0]}x{output_size[1]}"}
