@@ -49,7 +49,7 @@ from vcam.net.call import (
     keep_candidates,
     serve_call,
 )
-from vcam.net.cli_call import finish
+from vcam.net.cli_call import call_shape_basis, finish
 from vcam.net.codec import Decoder, Encoder
 from vcam.net.control import (
     AvatarOffer,
@@ -478,7 +478,7 @@ def test_two_way_call_between_two_processes_with_loss_injected_one_way(
                             virtualcam_backend=VIRTUALCAM_BACKEND)
     try:
         me = LocalSide(bob, avatars["bob"], describe_avatar(avatars["bob"], bob),
-                       default_shape_basis(),
+                       call_shape_basis(),  # what the serving CLI uses by default
                        CapturedLandmarks(InputSpec.parse("demo"), bob,
                                          SendSettings(fps=CLIP_FPS)),
                        lambda peer, fps: PipelineRenderer(peer, fps, shown))

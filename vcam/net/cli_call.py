@@ -52,6 +52,7 @@ from vcam.net.media import (
     SendSettings,
     check_outputs,
 )
+from vcam.net.shape_basis import ShapeBasis, load_shape_basis
 from vcam.net.signaling import (
     SignalingSettings,
     is_loopback,
@@ -130,8 +131,6 @@ def local_side(args: argparse.Namespace, windows: MainThreadDisplay) -> LocalSid
     """One's avatar, basis, landmark source and renderer (its preview window served by
     ``windows``); every option and device (camera, video file, detector files, sinks)
     checked before any network."""
-    from vcam.net.shape_basis import load_shape_basis
-
     send = send_settings(args)
     receive = receive_settings(args)
     spec = None if args.input == "none" else InputSpec.parse(args.input)
@@ -148,11 +147,10 @@ def local_side(args: argparse.Namespace, windows: MainThreadDisplay) -> LocalSid
 # Running
 
 
-def call_shape_basis():
+def call_shape_basis() -> ShapeBasis:
     """The basis shipped with the default model (PCA of its training landmarks), else the
     built-in synthetic one."""
     from vcam.models.store import shipped_shape_basis_path
-    from vcam.net.shape_basis import load_shape_basis
 
     shipped = shipped_shape_basis_path()
     return load_shape_basis(shipped) if shipped is not None else default_shape_basis()
