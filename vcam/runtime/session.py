@@ -118,7 +118,10 @@ def run(settings: RunSettings) -> RunSummary:
     """
     check_avatar_given(settings)
     needs_detector = settings.input.kind != "demo" or settings.photo is not None
-    detector = create_landmark_detector(settings) if settings.photo is not None else None
+    # Enrolling (--photo, or the built-in avatar on its first run) needs the detector before
+    # the devices open: load it then when tracking needs it too, so it is loaded only once.
+    early = settings.photo is not None or (uses_default_avatar(settings) and needs_detector)
+    detector = create_landmark_detector(settings) if early else None
     entries = avatar_entries(settings, detector)
     controls = Controls(len(entries))
     source, driver_neutral = input_source(settings, entries)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors.torch import load_file, save
 
 from vcam.data.clips import Dataset, open_dataset
@@ -116,5 +115,4 @@ def check_loads(out: Path) -> None:
     """Load the written model once, so a broken export fails here and not at a user's."""
     from vcam.models.store import load_models
 
-    with torch.no_grad():
-        load_models(out)
+    load_models(out)
