@@ -190,6 +190,19 @@ def add_train(commands) -> None:
     meta.add_argument("--seed", type=int, default=0)
     meta.add_argument("--workers", type=int, default=1, help="data loading processes")
     meta.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    meta.add_argument("--episodes", choices=("nearest", "snapshot"), default="nearest",
+                      help="nearest: K frames of a clip, the target warped from the nearest "
+                      "(the paper); snapshot: one snapshot-like source, targets where its "
+                      "warp is wrong, region maps for the mouth/eyes/paint loss weights")
+    meta.add_argument("--cross-clip", type=float, default=0.25,
+                      help="snapshot episodes: share of sources from another clip of the "
+                      "same person")
+    meta.add_argument("--hard-targets", type=float, default=0.7,
+                      help="snapshot episodes: share of targets where the warp is wrong")
+    meta.add_argument("--identity-every", type=positive_int, default=1,
+                      help="compute the identity loss every N steps (it is the dearest)")
+    meta.add_argument("--init", type=Path, default=None,
+                      help="start a new run from this model file or run (E, G and D)")
     meta.add_argument("--json", action="store_true", help="print the result as JSON")
     add_train_export(stages)
 
@@ -244,16 +257,30 @@ def vgg_weights_setting(choice: str) -> str | None:
     return str(found.resolve())
 
 
+def loss_weights(text: str):
+    from vcam.models.losses import LossWeights
+
+    try:
+        return LossWeights.parse(text)
+    except ValueError as error:
+        raise UserError(f"--loss-weights: {error}") from None
+
+
+def fraction(option: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"{option} must be between 0 and 1, got {value}")
+    return value
+
+
 def run_train_meta_command(args: argparse.Namespace) -> int:
     from vcam.models.config import get_config
-    from vcam.models.losses import LossWeights
+    from vcam.models.store import find_weights
     from vcam.train.meta import MetaSettings
     from vcam.train.run import run_meta_training
 
-    try:
-        losses = LossWeights.parse(args.loss_weights)
-    except ValueError as error:
-        raise UserError(f"--loss-weights: {error}") from None
+    losses = loss_weights(args.loss_weights)
+    if args.init:
+        find_weights(args.init)
     if args.device == "cuda":
         import torch
 
@@ -266,7 +293,10 @@ def run_train_meta_command(args: argparse.Namespace) -> int:
         identity_loss=not args.no_identity_loss, seed=args.seed,
         validation_fraction=args.validation_fraction, checkpoint_every=args.checkpoint_every,
         sample_every=args.sample_every, log_every=args.log_every,
-        loader_workers=max(0, args.workers))
+        loader_workers=max(0, args.workers), identity_every=args.identity_every,
+        episodes=args.episodes, cross_clip=fraction("--cross-clip", args.cross_clip),
+        hard_targets=fraction("--hard-targets", args.hard_targets),
+        init=str(args.init.resolve()) if args.init else None)
     config = dataclasses.replace(get_config(args.config), generator=args.generator)
     result = run_meta_training(args.data, args.out, config, settings,
                                resume=args.resume, device=args.device, quiet=args.json)
@@ -581,6 +611,11 @@ def add_train_bench(benches) -> None:
     train.add_argument("--shots", type=positive_int, default=8)
     train.add_argument("--vgg", default="auto", help="as for `vcam train meta`")
     train.add_argument("--no-identity-loss", action="store_true")
+    train.add_argument("--generator", choices=("direct", "warp"), default="direct")
+    train.add_argument("--episodes", choices=("nearest", "snapshot"), default="nearest",
+                       help="as for `vcam train meta`")
+    train.add_argument("--identity-every", type=positive_int, default=1)
+    train.add_argument("--loss-weights", default="", help="as for `vcam train meta`")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     train.add_argument("--data", type=Path, help="a `vcam preprocess` folder (default: "
                        "synthetic clips)")
@@ -694,8 +729,11 @@ def run_train_bench_command(args: argparse.Namespace) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     settings = MetaSettings(shots=args.shots, batch=args.batch,
                             vgg_weights=vgg_weights_setting(args.vgg),
-                            identity_loss=not args.no_identity_loss)
-    report = run_train_bench(args.config, args.steps, settings, device, args.data)
+                            identity_loss=not args.no_identity_loss,
+                            episodes=args.episodes, identity_every=args.identity_every,
+                            losses=loss_weights(args.loss_weights))
+    report = run_train_bench(args.config, args.steps, settings, device, args.data,
+                             args.generator)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
@@ -703,7 +741,10 @@ def run_train_bench_command(args: argparse.Namespace) -> int:
           f"{report['batch']}, K={report['shots']}, VGG loss {report['vgg_loss']}, "
           f"identity loss {report['identity_loss']}")
     print(f"  {report['seconds_per_step_median']:.2f} s per step (median of "
-          f"{report['steps']}), peak memory {report['peak_rss_mb']:.0f} MB resident"
+          f"{report['steps']}), {report['seconds_per_sample']:.2f} s per training sample "
+          f"(+{report['draw_seconds_per_sample']:.2f} s drawing it, {report['episodes']} "
+          f"episodes, {report['generator']} generator), peak memory "
+          f"{report['peak_rss_mb']:.0f} MB resident"
           + (f", {report['peak_cuda_mb']:.0f} MB CUDA" if "peak_cuda_mb" in report else ""))
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import statistics
 import sys
@@ -16,8 +17,9 @@ from vcam.data.preprocess import PreprocessSettings, run_preprocess
 from vcam.data.synthetic import moving_face_frames, write_video
 from vcam.models.config import get_config
 from vcam.models.store import MetaModels
-from vcam.train.episodes import Episodes
+from vcam.train.episodes import Split
 from vcam.train.meta import MetaSettings, MetaTrainer
+from vcam.train.run import RunPlan, episodes_for
 
 
 def synthetic_dataset(folder: Path, size: int) -> Path:
@@ -37,10 +39,13 @@ def peak_rss_mb() -> float:
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
-def bench_steps(trainer: MetaTrainer, episodes: Episodes, steps: int) -> list[float]:
-    times = []
+def bench_steps(trainer: MetaTrainer, episodes, steps: int) -> tuple[list[float], list[float]]:
+    """Seconds of each training step and of drawing its batch (the first step warms up)."""
+    times, draws = [], []
     for step in range(steps + 1):
+        started = time.perf_counter()
         batch = episodes.draw(step)
+        draws.append(time.perf_counter() - started)
         if trainer.device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
@@ -48,12 +53,12 @@ def bench_steps(trainer: MetaTrainer, episodes: Episodes, steps: int) -> list[fl
         if trainer.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
-    return times[1:]  # the first step warms up
+    return times[1:], draws[1:]
 
 
 def run_train_bench(config_name: str, steps: int, settings: MetaSettings,
-                    device: str, data: Path | None = None) -> dict:
-    config = get_config(config_name)
+                    device: str, data: Path | None = None, generator: str = "direct") -> dict:
+    config = dataclasses.replace(get_config(config_name), generator=generator)
     with tempfile.TemporaryDirectory() as scratch:
         root = data if data is not None else synthetic_dataset(Path(scratch), config.image_size)
         clips = open_dataset(root).clips
@@ -61,16 +66,21 @@ def run_train_bench(config_name: str, steps: int, settings: MetaSettings,
         torch.manual_seed(0)
         models = MetaModels(config, len(clips)).to(target).train()
         trainer = MetaTrainer(models, settings, target)
-        episodes = Episodes(clips, settings.shots, config.image_size, settings.batch)
+        plan = RunPlan(config, settings, Split((), ()), (), str(root))
+        episodes = episodes_for(plan, clips)
         baseline = peak_rss_mb()
         if target.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        times = bench_steps(trainer, episodes, steps)
+        times, draws = bench_steps(trainer, episodes, steps)
     report = {"config": config_name, "device": describe_device(target),
               "batch": settings.batch, "shots": settings.shots, "steps": steps,
               "identity_loss": settings.identity_loss, "vgg_loss": bool(settings.vgg_weights),
               "seconds_per_step_median": statistics.median(times),
               "seconds_per_step_mean": statistics.fmean(times),
+              "seconds_per_sample": statistics.median(times) / settings.batch,
+              "draw_seconds_per_sample": statistics.median(draws) / settings.batch,
+              "episodes": settings.episodes, "generator": generator,
+              "identity_every": settings.identity_every,
               "peak_rss_mb": peak_rss_mb(), "rss_before_steps_mb": baseline,
               "threads": torch.get_num_threads()}
     if target.type == "cuda":

@@ -81,8 +81,12 @@ class Generator(nn.Module):
         return self.projection(embedding)
 
     def forward(
-        self, landmarks: Tensor, e: Tensor | None = None, psi: Tensor | None = None
-    ) -> Tensor:
+        self, landmarks: Tensor, e: Tensor | None = None, psi: Tensor | None = None,
+        parts: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        """``x_hat``; with ``parts`` (warp variant, training only) ``(x_hat, rgb, mask)``:
+        the painted image and the blend mask as well, so losses can reach the painter
+        where the mask hides it."""
         if (e is None) == (psi is None):
             raise ValueError("pass exactly one of e (embedding) or psi (AdaIN coefficients)")
         if psi is None:
@@ -99,10 +103,13 @@ class Generator(nn.Module):
         h = torch.relu(self.head_norm(h, next(slices)))
         out = self.head_shuffle(self.head_conv(h))
         if not self.blends_warp:
-            return torch.tanh(out)
+            image = torch.tanh(out)
+            return (image, image, torch.zeros_like(image[:, :1])) if parts else image
         mask = torch.sigmoid(out[:, OUTPUT_CHANNELS:])
         warped = landmarks[:, OUTPUT_CHANNELS:2 * OUTPUT_CHANNELS]
-        return mask * warped + (1 - mask) * torch.tanh(out[:, :OUTPUT_CHANNELS])
+        painted = torch.tanh(out[:, :OUTPUT_CHANNELS])
+        blended = mask * warped + (1 - mask) * painted
+        return (blended, painted, mask) if parts else blended
 
     def _lean_on_the_warp(self, stride: int) -> None:
         """Start the mask channel's bias at +2 (pixel shuffle puts its ``stride**2`` maps

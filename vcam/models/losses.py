@@ -33,6 +33,15 @@ class LossWeights:
     feature_matching: float = 10.0
     match: float = 80.0
     pixel: float = 0.0
+    # Region terms (0 by default, as in the paper; see vcam.train.snapshot): L1 in the mouth
+    # box and in the eye boxes, VGG of the mouth box, L1 of the painter alone inside the
+    # inner-mouth polygon where the warp can only stretch closed lips, and the blend mask's
+    # mean there (so the mask cannot keep copying the warp where it is wrong).
+    mouth: float = 0.0
+    eyes: float = 0.0
+    mouth_vgg: float = 0.0
+    paint: float = 0.0
+    mask_open: float = 0.0
 
     @classmethod
     def parse(cls, text: str) -> LossWeights:
@@ -64,11 +73,12 @@ class ContentLoss(nn.Module):
         wants_identity = use_identity and weights.identity > 0
         self.identity = FaceIdentityNet.from_dlib() if wants_identity else None
 
-    def forward(self, fake: Tensor, real: Tensor) -> dict[str, Tensor]:
+    def forward(self, fake: Tensor, real: Tensor, with_identity: bool = True
+                ) -> dict[str, Tensor]:
         terms: dict[str, Tensor] = {}
         if self.vgg is not None:
             terms["vgg"] = self.weights.vgg * mean_l1(self.vgg(fake), self.vgg(real))
-        if self.identity is not None:
+        if self.identity is not None and with_identity:
             fake_features = self.identity.features(crop_to_chip(fake))
             real_features = self.identity.features(crop_to_chip(real))
             # dlib's ResNet takes 0..255 pixels; its activations are scaled accordingly.
@@ -94,3 +104,49 @@ def feature_matching(fake_features: list[Tensor], real_features: list[Tensor]) -
 def embedding_match(video_columns: Tensor, embeddings: Tensor) -> Tensor:
     """``|W_i - e_hat_i|``: (B, N) columns of W against (B, N) embeddings, mean over N."""
     return F.l1_loss(video_columns, embeddings)
+
+
+def region_l1(fake: Tensor, real: Tensor, region: Tensor) -> Tensor:
+    """Mean absolute difference inside ``region`` (B, S, S) of 0/1 (0 when it is empty)."""
+    weight = region.unsqueeze(1)
+    area = weight.sum() * fake.shape[1]
+    return ((fake - real).abs() * weight).sum() / area.clamp(min=1.0)
+
+
+def region_mean(values: Tensor, region: Tensor) -> Tensor:
+    """Mean of ``values`` (B, 1, S, S) inside ``region`` (B, S, S) (0 when it is empty)."""
+    weight = region.unsqueeze(1)
+    return (values * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def box_crops(images: Tensor, region: Tensor, side: int = 64) -> Tensor:
+    """The bounding box of each image's ``region`` (B, S, S), resized to ``side`` px
+    (the whole image where the region is empty)."""
+    crops = []
+    for image, mask in zip(images, region):
+        rows, cols = torch.nonzero(mask.sum(1)), torch.nonzero(mask.sum(0))
+        if len(rows) and len(cols):
+            image = image[:, int(rows[0]):int(rows[-1]) + 1, int(cols[0]):int(cols[-1]) + 1]
+        crops.append(F.interpolate(image[None], size=(side, side), mode="bilinear",
+                                   align_corners=False))
+    return torch.cat(crops)
+
+
+def region_terms(weights: LossWeights, vgg: nn.Module | None, fake: Tensor, painted: Tensor,
+                 mask: Tensor, real: Tensor, regions: Tensor) -> dict[str, Tensor]:
+    """The region terms of :class:`LossWeights` whose weight is positive. ``regions``
+    (B, 3, S, S): mouth box, eye boxes, inner-mouth polygon to paint."""
+    mouth, eyes, paint = regions[:, 0], regions[:, 1], regions[:, 2]
+    terms: dict[str, Tensor] = {}
+    if weights.mouth > 0:
+        terms["mouth"] = weights.mouth * region_l1(fake, real, mouth)
+    if weights.eyes > 0:
+        terms["eyes"] = weights.eyes * region_l1(fake, real, eyes)
+    if weights.mouth_vgg > 0 and vgg is not None:
+        terms["mouth_vgg"] = weights.mouth_vgg * mean_l1(
+            vgg(box_crops(fake, mouth)), vgg(box_crops(real, mouth)))
+    if weights.paint > 0:
+        terms["paint"] = weights.paint * region_l1(painted, real, paint)
+    if weights.mask_open > 0:
+        terms["mask_open"] = weights.mask_open * region_mean(mask, paint)
+    return terms

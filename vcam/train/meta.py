@@ -22,6 +22,7 @@ from vcam.models.losses import (
     embedding_match,
     feature_matching,
     generator_adversarial,
+    region_terms,
 )
 from vcam.models.store import MetaModels
 
@@ -50,6 +51,17 @@ class MetaSettings:
     keep_checkpoints: int = 2
     collapse_patience: int = 50
     loader_workers: int = 1
+    # The identity content loss every this many steps (its ResNet is the dearest loss on a
+    # CPU); 1 is the paper's every step.
+    identity_every: int = 1
+    # "nearest": K frames of one clip, the target warped from the nearest (the paper's
+    # episodes); "snapshot": one snapshot-like source and targets where its warp is wrong
+    # (vcam.train.snapshot), with region maps for the region losses.
+    episodes: str = "nearest"
+    cross_clip: float = 0.25
+    hard_targets: float = 0.7
+    # A model file (or run) whose E, G and D start a new run (W too when it fits).
+    init: str | None = None
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -87,6 +99,7 @@ class MetaTrainer:
                 betas=(0.5, 0.999)),
         }
         self.flat_steps = 0
+        self.steps_done = 0
 
     def autocast(self):
         """bfloat16 mixed precision on CUDA GPUs that have it (no loss scaling needed)."""
@@ -122,13 +135,17 @@ class MetaTrainer:
         with self.autocast():
             embeddings = self.embed(batch["frames"], batch["landmarks"])
             inputs = generator_input(batch["target_landmarks"], batch.get("target_warp"))
-            fake = self.generator(inputs, e=embeddings)
+            fake, painted, mask = self.generator(inputs, e=embeddings, parts=True)
             fake_scores, fake_features = discriminator(fake, batch["target_landmarks"],
                                                        batch["video"])
             with torch.no_grad():
                 _, real_features = discriminator(batch["target"], batch["target_landmarks"],
                                                  batch["video"])
-            terms = self.content(fake.float(), batch["target"])
+            with_identity = self.steps_done % self.settings.identity_every == 0
+            terms = self.content(fake.float(), batch["target"], with_identity)
+            if "regions" in batch:
+                terms |= region_terms(weights, self.content.vgg, fake.float(), painted.float(),
+                                      mask.float(), batch["target"], batch["regions"])
             terms["adversarial"] = weights.adversarial * generator_adversarial(fake_scores)
             terms["feature_matching"] = weights.feature_matching * feature_matching(
                 fake_features, real_features)
@@ -140,6 +157,7 @@ class MetaTrainer:
         total.backward()
         optimiser.step()
         discriminator.requires_grad_(True)
+        self.steps_done += 1
         terms["generator_total"] = total.detach()
         return fake.detach(), embeddings.detach(), {k: v.detach() for k, v in terms.items()}
 

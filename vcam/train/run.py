@@ -30,7 +30,7 @@ from vcam.landmarks.raster import rasterise
 from vcam.models.config import ModelConfig
 from vcam.models.generator import generator_input
 from vcam.models.losses import LossWeights
-from vcam.models.store import MetaModels
+from vcam.models.store import MetaModels, load_models
 from vcam.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -47,6 +47,7 @@ from vcam.train.episodes import (
     to_tensor,
 )
 from vcam.train.meta import DivergedError, MetaSettings, MetaTrainer
+from vcam.train.snapshot import SnapshotEpisodes
 from vcam.warp import WarpGuide
 
 RUN_FILE = "run.json"
@@ -213,13 +214,18 @@ class RunLog:
         self.append(step, losses)
 
     def append(self, step: int, losses: dict[str, float]) -> None:
-        new = not self.path.exists()
+        """One row; the columns are the header's (a term absent this step, such as an
+        identity loss computed every few steps, is written as nan)."""
+        if self.path.exists():
+            with self.path.open() as stream:
+                columns = stream.readline().rstrip("\n").split("\t")[2:]
+        else:
+            columns = list(losses)
+            atomic_write_text(self.path, "\t".join(["step", "seconds", *columns]) + "\n")
+        elapsed = time.perf_counter() - self.started
+        values = (f"{losses[name]:.5g}" if name in losses else "nan" for name in columns)
         with self.path.open("a") as stream:
-            if new:
-                stream.write("\t".join(["step", "seconds", *losses]) + "\n")
-            elapsed = time.perf_counter() - self.started
-            stream.write("\t".join([str(step), f"{elapsed:.1f}",
-                                    *(f"{v:.5g}" for v in losses.values())]) + "\n")
+            stream.write("\t".join([str(step), f"{elapsed:.1f}", *values]) + "\n")
 
     def scalar(self, name: str, value: float, step: int) -> None:
         if self.writer is not None:
@@ -292,11 +298,27 @@ def build_trainer(plan: RunPlan, process: Process, out: Path) -> tuple[MetaTrain
     checkpoint = load_checkpoint(latest) if latest is not None else None
     if checkpoint is not None:
         restore_modules(checkpoint, {"models": models})
+    elif plan.settings.init:
+        warm_start(models, Path(plan.settings.init))
     models.to(process.device).train()
     trainer = MetaTrainer(models, plan.settings, process.device, wrap_for(process))
     if checkpoint is not None:
         restore_optimisers(checkpoint, trainer.optimisers)
     return trainer, checkpoint.step if checkpoint is not None else 0
+
+
+def warm_start(models: MetaModels, source: Path) -> None:
+    """Start from another model's E, G and D; W (one column per training clip) too when
+    the clips are as many, else W starts afresh."""
+    trained = load_models(source).state_dict()
+    own = models.state_dict()
+    fitting = {key: value for key, value in trained.items()
+               if key in own and own[key].shape == value.shape}
+    missing = sorted(set(own) - set(fitting))
+    if any(not key.endswith("video_embeddings") for key in missing):
+        raise UserError(f"--init {source} has another architecture ({missing[0]} differs): "
+                        "pass the same --config and --generator it was trained with")
+    models.load_state_dict(fitting, strict=False)
 
 
 def checkpoint_now(out: Path, step: int, trainer: MetaTrainer, plan: RunPlan,
@@ -373,9 +395,7 @@ def train_process(data: Path, out: Path, config: ModelConfig, settings: MetaSett
     dataset = open_dataset(data)
     clips = training_clips(dataset, plan)
     trainer, first = build_trainer(plan, process, out)
-    episodes = Episodes(clips, plan.settings.shots, plan.config.image_size,
-                        plan.settings.batch, plan.settings.seed,
-                        warp=plan.config.generator == "warp")
+    episodes = episodes_for(plan, clips)
     log = RunLog(out, first, plan.settings.steps, process.writes, quiet)
     started, losses, step = time.perf_counter(), {}, first
     try:
@@ -395,6 +415,17 @@ def train_process(data: Path, out: Path, config: ModelConfig, settings: MetaSett
         dist.barrier()  # rank 0 may still be writing samples: leave the group together
     return TrainResult(str(out), step, first, time.perf_counter() - started, losses,
                        process.rank)
+
+
+def episodes_for(plan: RunPlan, clips) -> Episodes | SnapshotEpisodes:
+    """The run's episode sampler (see ``MetaSettings.episodes``)."""
+    settings = plan.settings
+    if settings.episodes == "snapshot":
+        return SnapshotEpisodes(clips, settings.shots, plan.config.image_size, settings.batch,
+                                settings.seed, cross_clip=settings.cross_clip,
+                                hard_targets=settings.hard_targets)
+    return Episodes(clips, settings.shots, plan.config.image_size, settings.batch,
+                    settings.seed, warp=plan.config.generator == "warp")
 
 
 def train_step(trainer: MetaTrainer, batch, step: int, out: Path) -> dict[str, float]:
