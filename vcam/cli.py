@@ -203,6 +203,7 @@ def add_train(commands) -> None:
                       help="compute the identity loss every N steps (it is the dearest)")
     meta.add_argument("--init", type=Path, default=None,
                       help="start a new run from this model file or run (E, G and D)")
+    add_cost_options(meta)
     meta.add_argument("--json", action="store_true", help="print the result as JSON")
     add_train_export(stages)
 
@@ -257,6 +258,15 @@ def vgg_weights_setting(choice: str) -> str | None:
     return str(found.resolve())
 
 
+def add_cost_options(parser) -> None:
+    """Options that trade a step's cost for its signal."""
+    parser.add_argument("--vgg-size", type=int, default=0,
+                        help="compute the VGG content loss on frames shrunk to this many px "
+                        "(0: full size; 128 costs a quarter)")
+    parser.add_argument("--discriminator-every", type=positive_int, default=1,
+                        help="adversarial terms and D's update every N steps (1: the paper)")
+
+
 def loss_weights(text: str):
     from vcam.models.losses import LossWeights
 
@@ -296,7 +306,8 @@ def run_train_meta_command(args: argparse.Namespace) -> int:
         loader_workers=max(0, args.workers), identity_every=args.identity_every,
         episodes=args.episodes, cross_clip=fraction("--cross-clip", args.cross_clip),
         hard_targets=fraction("--hard-targets", args.hard_targets),
-        init=str(args.init.resolve()) if args.init else None)
+        init=str(args.init.resolve()) if args.init else None,
+        vgg_size=args.vgg_size, discriminator_every=args.discriminator_every)
     config = dataclasses.replace(get_config(args.config), generator=args.generator)
     result = run_meta_training(args.data, args.out, config, settings,
                                resume=args.resume, device=args.device, quiet=args.json)
@@ -616,6 +627,7 @@ def add_train_bench(benches) -> None:
                        help="as for `vcam train meta`")
     train.add_argument("--identity-every", type=positive_int, default=1)
     train.add_argument("--loss-weights", default="", help="as for `vcam train meta`")
+    add_cost_options(train)
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     train.add_argument("--data", type=Path, help="a `vcam preprocess` folder (default: "
                        "synthetic clips)")
@@ -731,7 +743,8 @@ def run_train_bench_command(args: argparse.Namespace) -> int:
                             vgg_weights=vgg_weights_setting(args.vgg),
                             identity_loss=not args.no_identity_loss,
                             episodes=args.episodes, identity_every=args.identity_every,
-                            losses=loss_weights(args.loss_weights))
+                            losses=loss_weights(args.loss_weights), vgg_size=args.vgg_size,
+                            discriminator_every=args.discriminator_every)
     report = run_train_bench(args.config, args.steps, settings, device, args.data,
                              args.generator)
     if args.json:

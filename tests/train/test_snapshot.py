@@ -155,3 +155,27 @@ def test_warm_start_refuses_another_architecture(tiny_dataset, tmp_path):
                       fast_settings(steps=1), quiet=True)
     with pytest.raises(UserError, match="another architecture"):
         warm_start(MetaModels(WARP_TINY, 2), tmp_path / "direct")
+
+
+def test_cheaper_steps_skip_the_discriminator_and_shrink_vgg_inputs(tiny_dataset):
+    from vcam.models.losses import shrunk
+    from vcam.train.meta import MetaTrainer
+
+    images = torch.rand(2, 3, 64, 64)
+    assert shrunk(images, 32).shape == (2, 3, 32, 32) and shrunk(images, 0) is images
+    assert torch.allclose(shrunk(images, 32).mean(), images.mean(), atol=1e-6)
+    clips = open_dataset(tiny_dataset).clips
+    settings = fast_settings(discriminator_every=2, identity_every=2, shots=1,
+                             episodes="snapshot")
+    trainer = MetaTrainer(MetaModels(WARP_TINY, len(clips)), settings, torch.device("cpu"))
+    episodes = SnapshotEpisodes(clips, shots=1, size=64, batch=2)
+    before = [p.detach().clone() for p in trainer.models.discriminator.parameters()]
+    first = trainer.step(episodes.draw(0))
+    after_first = [p.detach().clone() for p in trainer.models.discriminator.parameters()]
+    second = trainer.step(episodes.draw(1))
+    after_second = list(trainer.models.discriminator.parameters())
+    assert "discriminator" in first and "adversarial" in first
+    assert "discriminator" not in second and "adversarial" not in second
+    assert any(not torch.equal(a, b) for a, b in zip(before, after_first))
+    # Only D's own update moves D (G's step holds it frozen).
+    assert all(torch.equal(a, b) for a, b in zip(after_first, after_second))

@@ -66,9 +66,10 @@ class ContentLoss(nn.Module):
     """Perceptual (VGG19) and identity (dlib ResNet) content losses; either may be off."""
 
     def __init__(self, weights: LossWeights, vgg_weights: Path | None,
-                 use_identity: bool = True) -> None:
+                 use_identity: bool = True, vgg_size: int = 0) -> None:
         super().__init__()
         self.weights = weights
+        self.vgg_size = vgg_size
         self.vgg = VGGFeatures(vgg_weights) if vgg_weights and weights.vgg > 0 else None
         wants_identity = use_identity and weights.identity > 0
         self.identity = FaceIdentityNet.from_dlib() if wants_identity else None
@@ -77,7 +78,9 @@ class ContentLoss(nn.Module):
                 ) -> dict[str, Tensor]:
         terms: dict[str, Tensor] = {}
         if self.vgg is not None:
-            terms["vgg"] = self.weights.vgg * mean_l1(self.vgg(fake), self.vgg(real))
+            small_fake, small_real = self.vgg_inputs(fake), self.vgg_inputs(real)
+            terms["vgg"] = self.weights.vgg * mean_l1(self.vgg(small_fake),
+                                                      self.vgg(small_real))
         if self.identity is not None and with_identity:
             fake_features = self.identity.features(crop_to_chip(fake))
             real_features = self.identity.features(crop_to_chip(real))
@@ -86,6 +89,19 @@ class ContentLoss(nn.Module):
         if self.weights.pixel > 0:
             terms["pixel"] = self.weights.pixel * F.l1_loss(fake, real)
         return terms
+
+    def vgg_inputs(self, images: Tensor) -> Tensor:
+        """The images VGG sees: shrunk to ``vgg_size`` px when set (a quarter of the cost at
+        half the side; the mouth keeps its own full-detail VGG term)."""
+        return shrunk(images, self.vgg_size)
+
+
+def shrunk(images: Tensor, size: int) -> Tensor:
+    """``images`` area-averaged down to ``size`` px (unchanged when ``size`` is 0 or not
+    smaller)."""
+    if not size or images.shape[-1] <= size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="area")
 
 
 def discriminator_hinge(real_scores: Tensor, fake_scores: Tensor) -> Tensor:

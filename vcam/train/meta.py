@@ -62,6 +62,10 @@ class MetaSettings:
     hard_targets: float = 0.7
     # A model file (or run) whose E, G and D start a new run (W too when it fits).
     init: str | None = None
+    # The VGG content loss on frames shrunk to this many px (0: full size).
+    vgg_size: int = 0
+    # The adversarial terms and D's update every this many steps (1: every step, the paper).
+    discriminator_every: int = 1
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -89,7 +93,8 @@ class MetaTrainer:
         self.generator = wrap(models.generator)
         self.discriminator = wrap(models.discriminator)
         vgg = Path(settings.vgg_weights) if settings.vgg_weights else None
-        self.content = ContentLoss(settings.losses, vgg, settings.identity_loss).to(device)
+        self.content = ContentLoss(settings.losses, vgg, settings.identity_loss,
+                                   settings.vgg_size).to(device)
         self.optimisers = {
             "generator": torch.optim.Adam(
                 [*models.embedder.parameters(), *models.generator.parameters()],
@@ -116,9 +121,10 @@ class MetaTrainer:
     def step(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """One generator/embedder update and ``discriminator_steps`` discriminator updates."""
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
-        fake, embeddings, generator_terms = self.generator_step(batch)
+        adversarial = self.steps_done % self.settings.discriminator_every == 0
+        fake, embeddings, generator_terms = self.generator_step(batch, adversarial)
         discriminator_terms = {}
-        for _ in range(self.settings.discriminator_steps):
+        for _ in range(self.settings.discriminator_steps if adversarial else 0):
             discriminator_terms = self.discriminator_step(batch, fake, embeddings)
         losses = {name: float(value) for name, value in
                   (generator_terms | discriminator_terms).items()}
@@ -127,7 +133,7 @@ class MetaTrainer:
         losses["embedding"] = float(embeddings.abs().mean())
         return losses
 
-    def generator_step(self, batch: dict[str, Tensor]
+    def generator_step(self, batch: dict[str, Tensor], adversarial: bool = True
                        ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         weights = self.settings.losses
         discriminator = unwrap(self.discriminator)
@@ -136,19 +142,13 @@ class MetaTrainer:
             embeddings = self.embed(batch["frames"], batch["landmarks"])
             inputs = generator_input(batch["target_landmarks"], batch.get("target_warp"))
             fake, painted, mask = self.generator(inputs, e=embeddings, parts=True)
-            fake_scores, fake_features = discriminator(fake, batch["target_landmarks"],
-                                                       batch["video"])
-            with torch.no_grad():
-                _, real_features = discriminator(batch["target"], batch["target_landmarks"],
-                                                 batch["video"])
             with_identity = self.steps_done % self.settings.identity_every == 0
             terms = self.content(fake.float(), batch["target"], with_identity)
             if "regions" in batch:
                 terms |= region_terms(weights, self.content.vgg, fake.float(), painted.float(),
                                       mask.float(), batch["target"], batch["regions"])
-            terms["adversarial"] = weights.adversarial * generator_adversarial(fake_scores)
-            terms["feature_matching"] = weights.feature_matching * feature_matching(
-                fake_features, real_features)
+            if adversarial:
+                terms |= self.adversarial_terms(discriminator, fake, batch)
             columns = discriminator.video_embeddings[:, batch["video"]].T.detach()
             terms["match"] = weights.match * embedding_match(columns, embeddings.float())
         total = sum(terms.values())
@@ -160,6 +160,19 @@ class MetaTrainer:
         self.steps_done += 1
         terms["generator_total"] = total.detach()
         return fake.detach(), embeddings.detach(), {k: v.detach() for k, v in terms.items()}
+
+    def adversarial_terms(self, discriminator: nn.Module, fake: Tensor,
+                          batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """G's hinge term and feature matching against the real pair."""
+        weights = self.settings.losses
+        fake_scores, fake_features = discriminator(fake, batch["target_landmarks"],
+                                                   batch["video"])
+        with torch.no_grad():
+            _, real_features = discriminator(batch["target"], batch["target_landmarks"],
+                                             batch["video"])
+        return {"adversarial": weights.adversarial * generator_adversarial(fake_scores),
+                "feature_matching": weights.feature_matching * feature_matching(
+                    fake_features, real_features)}
 
     def discriminator_step(self, batch: dict[str, Tensor], fake: Tensor,
                            embeddings: Tensor) -> dict[str, Tensor]:
