@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from vcam.avatar import avatar_bytes, load_avatar
 from vcam.enroll import Photo, enroll
+from vcam.landmarks.shape_basis import fit_shape_basis
 from vcam.models.store import load_models
 from vcam.net.avatar_exchange import (
     ExchangeSettings,
@@ -42,7 +43,6 @@ from vcam.net.control import (
     parse_message,
 )
 from vcam.net.jitter import JitterSettings
-from vcam.net.shape_basis import fit_shape_basis
 from vcam.train.finetune import FineTuneSettings
 
 SHA = "ab" * 32

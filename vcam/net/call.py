@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
 import random
 import threading
 import time
@@ -42,6 +41,7 @@ import numpy as np
 from vcam import __version__
 from vcam.avatar import Avatar, load_avatar
 from vcam.errors import UserError
+from vcam.landmarks.shape_basis import ShapeBasis
 from vcam.net.avatar_exchange import (
     ExchangeSettings,
     IncomingAvatar,
@@ -70,7 +70,6 @@ from vcam.net.control import (
     encode_message,
 )
 from vcam.net.jitter import JitterBuffer, JitterSettings
-from vcam.net.shape_basis import ShapeBasis, fit_shape_basis
 from vcam.net.signaling import (
     CallBusy,
     OfferRefused,
@@ -141,47 +140,6 @@ class CallSettings:
             raise ValueError("max_seconds must not be negative and timeouts must be positive")
         if self.ping_interval_s >= self.peer_timeout_s:
             raise ValueError("pings must come more often than the peer timeout")
-
-
-# ---------------------------------------------------------------------------------------
-# The default shape basis
-
-BASIS_CROP = 256
-BASIS_COMPONENTS = 11
-BASIS_GRID = 2.0 ** -24
-BASIS_POSES = {"yaw": (-30, -15, 0, 15, 30), "pitch": (-15, 0, 15), "roll": (-10, 0, 10),
-               "scale": (0.9, 1.1), "shift_x": (-0.04, 0.04)}
-BASIS_EXPRESSIONS = {"mouth_open": (0.0, 0.5, 1.0), "blink": (0.0, 1.0),
-                     "brow_raise": (0.0, 1.0)}
-
-
-def default_shape_basis() -> ShapeBasis:
-    """The basis both peers derive when none is given: PCA (``fit_shape_basis``) of a
-    built-in synthetic set (the calibration package's neutral face through a fixed grid of
-    head poses and expressions, 2160 shapes), keeping the 11 components whose variances are
-    well apart, each sign-fixed and every number rounded to a 2**-24 grid so that machines
-    whose arithmetic differs in the last bits still agree on the fingerprint."""
-    from calibration.sets import Expression, HeadPose, apply_expression, apply_pose, neutral_face
-
-    neutral = neutral_face(BASIS_CROP)
-    shapes = [apply_pose(apply_expression(neutral, Expression(**expression)), HeadPose(**pose),
-                         BASIS_CROP)
-              for pose in grid(BASIS_POSES) for expression in grid(BASIS_EXPRESSIONS)]
-    fitted = fit_shape_basis(np.asarray(shapes), BASIS_COMPONENTS, BASIS_CROP)
-    signs = np.sign(fitted.components[np.arange(fitted.count),
-                                      np.abs(fitted.components).argmax(axis=1)])
-    return ShapeBasis(on_grid(fitted.mean), on_grid(fitted.components * signs[:, None]),
-                      on_grid(fitted.stddevs), fitted.samples)
-
-
-def grid(axes: dict[str, tuple[float, ...]]) -> Iterator[dict[str, float]]:
-    names = list(axes)
-    for values in itertools.product(*(axes[name] for name in names)):
-        yield dict(zip(names, values))
-
-
-def on_grid(values: np.ndarray) -> np.ndarray:
-    return np.round(np.asarray(values, np.float64) / BASIS_GRID) * BASIS_GRID
 
 
 # ---------------------------------------------------------------------------------------
