@@ -30,28 +30,16 @@ from vcam.data.synthetic import moving_face_frames, write_video
 from vcam.landmarks.shape_basis import synthetic_shape_basis
 from vcam.models.store import default_shape_basis
 from vcam.net.avatar_exchange import ExchangeSettings, describe_avatar
-from vcam.net.call import (
-    CallbackRenderer,
-    CallFailed,
-    CallSession,
-    CallSettings,
-    ChannelTap,
-    Connection,
-    FaultInjector,
-    FaultSettings,
-    IceSettings,
-    LandmarkInbox,
-    LandmarkSample,
-    LocalSide,
-    PeerAvatar,
-    RendererStop,
-    describe_locally,
-    join_call,
-    keep_candidates,
-    serve_call,
-)
+from vcam.net.call import CallFailed, CallSession, CallSettings, LocalSide, join_call, serve_call
 from vcam.net.cli_call import finish
 from vcam.net.codec import Decoder, Encoder
+from vcam.net.connection import (
+    ChannelTap,
+    Connection,
+    IceSettings,
+    describe_locally,
+    keep_candidates,
+)
 from vcam.net.control import (
     AvatarOffer,
     AvatarRequest,
@@ -64,6 +52,8 @@ from vcam.net.control import (
 )
 from vcam.net.jitter import JitterSettings
 from vcam.net.media import CapturedLandmarks, PipelineRenderer, ReceiveSettings, SendSettings
+from vcam.net.playout import CallbackRenderer, LandmarkInbox, PeerAvatar, RendererStop
+from vcam.net.send import FaultInjector, FaultSettings, LandmarkSample
 from vcam.net.signaling import SignalingSettings
 from vcam.runtime.avatars import RendererSettings
 from vcam.runtime.compositor import CompositorSettings

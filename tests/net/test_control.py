@@ -22,7 +22,6 @@ from vcam.net.avatar_exchange import (
     load_received,
     local_copy,
 )
-from vcam.net.call import LandmarkInbox
 from vcam.net.codec import Encoder
 from vcam.net.control import (
     CHUNK_BYTES,
@@ -43,6 +42,7 @@ from vcam.net.control import (
     parse_message,
 )
 from vcam.net.jitter import JitterSettings
+from vcam.net.playout import LandmarkInbox
 from vcam.train.finetune import FineTuneSettings
 
 SHA = "ab" * 32

@@ -32,19 +32,9 @@ from vcam.errors import UserError
 from vcam.landmarks.shape_basis import load_shape_basis
 from vcam.models.store import default_shape_basis
 from vcam.net.avatar_exchange import ExchangeSettings, describe_avatar
-from vcam.net.call import (
-    CallReport,
-    CallSettings,
-    FaultSettings,
-    IceSettings,
-    LocalSide,
-    PeerAvatar,
-    Renderer,
-    RendererFactory,
-    join_call,
-    serve_call,
-)
+from vcam.net.call import CallSettings, LocalSide, join_call, serve_call
 from vcam.net.call_args import DEFAULT_SINK, add_call_arguments
+from vcam.net.connection import IceSettings
 from vcam.net.jitter import JitterSettings
 from vcam.net.media import (
     CapturedLandmarks,
@@ -53,6 +43,9 @@ from vcam.net.media import (
     SendSettings,
     check_outputs,
 )
+from vcam.net.playout import PeerAvatar, Renderer, RendererFactory
+from vcam.net.report import CallReport
+from vcam.net.send import FaultSettings
 from vcam.net.signaling import (
     SignalingSettings,
     is_loopback,
