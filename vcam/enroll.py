@@ -8,7 +8,7 @@ photos (``vcam.train.finetune``).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,13 +19,13 @@ import torch
 from vcam.avatar import Avatar, now
 from vcam.data.sources import ClipReader, ClipSource
 from vcam.errors import UserError
+from vcam.images import to_tensor
 from vcam.landmarks.align import crop_face, crop_transform_for
 from vcam.landmarks.detector import LandmarkDetector
 from vcam.landmarks.raster import rasterise
 from vcam.models.config import ModelConfig, config_names, get_config
 from vcam.models.generator import PersonalisedGenerator, generator_input
 from vcam.models.store import MetaModels
-from vcam.train.episodes import to_tensor
 from vcam.train.finetune import FineTuneSettings, finetune
 from vcam.warp import WarpGuide
 
@@ -69,6 +69,21 @@ def video_photos(path: Path, count: int) -> list[Photo]:
         raise UserError(f"{path} has no readable frames")
     picks = np.unique(np.linspace(0, len(frames) - 1, min(count, len(frames))).round())
     return [Photo(f"{path} frame {int(i)}", frames[int(i)]) for i in picks]
+
+
+def enrollment_photos(paths: Sequence[Path], video: Path | None, video_frames: int,
+                      snapshot: bool, camera: str, countdown: float, preview: bool,
+                      detector: LandmarkDetector) -> list[Photo]:
+    """The photos to enroll from, exactly one source given: photo files, ``video_frames``
+    frames of ``video``, or a ``snapshot`` from ``camera`` after ``countdown`` seconds."""
+    sources = sum([bool(paths), video is not None, snapshot])
+    if sources != 1:
+        raise UserError("give photos, or --video FILE, or --snapshot (exactly one of them)")
+    if snapshot:
+        return [capture_snapshot(camera, detector, seconds=countdown, preview=preview)]
+    if video is not None:
+        return video_photos(video, video_frames)
+    return [read_photo(path) for path in paths]
 
 
 def face_landmarks(photo: Photo, detector: LandmarkDetector,
@@ -125,7 +140,10 @@ def enroll(photos: list[Photo], name: str, models: MetaModels, detector: Landmar
            settings: FineTuneSettings, model_label: str = "",
            on_step: Callable[[int, dict[str, float]], None] | None = None
            ) -> tuple[Avatar, Enrollment]:
-    """Personalise ``models`` to the face in ``photos``; ``models`` is changed by FT."""
+    """Personalise ``models`` to the face in ``photos``; ``models`` is changed by FT (which
+    needs the discriminator: load them with it)."""
+    if settings.steps > 0 and models.discriminator is None:
+        raise ValueError("fine-tuning needs the discriminator: load the models with it")
     enrollment = align_photos(photos, detector, models.config.image_size)
     frames, marks = enrollment_tensors(enrollment)
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""`vcam eval`: self-reenactment on held-out clips (METHOD.md, "Evaluation protocol").
+"""`vcam eval`: self-reenactment on held-out clips (../shared/docs/METHOD.md, "Evaluation
+protocol").
 
 For each clip and each K: enroll from the first K frames, render later frames from their
 landmarks, and compare with the real frames. Rows: ours feed-forward (``ff``), ours
@@ -31,11 +32,12 @@ from vcam.eval.metrics import (
     temporal_flicker,
 )
 from vcam.eval.motion import motion_labels
+from vcam.images import to_image, to_tensor
 from vcam.landmarks.detector import LandmarkDetector
 from vcam.landmarks.raster import rasterise
 from vcam.models.generator import PersonalisedGenerator, generator_input
 from vcam.models.store import load_models
-from vcam.train.episodes import Split, to_image, to_tensor
+from vcam.train.episodes import Split
 from vcam.train.finetune import FineTuneSettings, finetune
 from vcam.warp import WarpGuide
 

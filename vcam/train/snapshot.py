@@ -25,19 +25,16 @@ import cv2
 import numpy as np
 import torch
 
+from calibration import ibug
 from vcam.data.clips import Clip
 from vcam.eval.motion import procrustes_residual
+from vcam.images import to_tensor
 from vcam.landmarks.raster import rasterise
-from vcam.train.episodes import load_frame, to_tensor
+from vcam.train.episodes import load_frame
 from vcam.warp import PiecewiseAffineWarp
 
-# iBUG 300-W index groups used here.
-MOUTH = slice(48, 68)
-EYES = (slice(36, 42), slice(42, 48))
-INNER_LIP = slice(60, 68)
-UPPER_INNER_LIP, LOWER_INNER_LIP = [61, 62, 63], [67, 66, 65]
-UPPER_LIDS, LOWER_LIDS = [37, 38, 43, 44], [41, 40, 47, 46]
-RIGID = slice(0, 48)
+MOUTH = slice(ibug.OUTER_LIP.start, ibug.INNER_LIP.stop)
+EYES = (ibug.RIGHT_EYE, ibug.LEFT_EYE)
 # A source counts as a closed-mouth snapshot below this inner-lip gap (inter-ocular units).
 CLOSED_MOUTH = 0.05
 # The warp is wrong when the target moves this far from the source (inter-ocular units):
@@ -64,10 +61,11 @@ class FaceStates:
     @classmethod
     def of(cls, landmarks: np.ndarray) -> FaceStates:
         points = np.asarray(landmarks, np.float64)
-        iod = np.maximum(np.linalg.norm(points[:, 36] - points[:, 45], axis=1), 1e-6)
-        mouth = (points[:, LOWER_INNER_LIP, 1] - points[:, UPPER_INNER_LIP, 1]).mean(1) / iod
-        eyes = (points[:, LOWER_LIDS, 1] - points[:, UPPER_LIDS, 1]).mean(1) / iod
-        return cls(mouth, eyes, iod)
+        right, left = ibug.OUTER_EYE_CORNERS
+        iod = np.maximum(np.linalg.norm(points[:, right] - points[:, left], axis=1), 1e-6)
+        lips = points[:, ibug.LOWER_INNER_LIP, 1] - points[:, ibug.UPPER_INNER_LIP, 1]
+        lids = points[:, ibug.LOWER_LIDS, 1] - points[:, ibug.UPPER_LIDS, 1]
+        return cls(lips.mean(1) / iod, lids.mean(1) / iod, iod)
 
 
 def warp_difficulty(source_points: np.ndarray, source_state: tuple[float, float],
@@ -77,7 +75,7 @@ def warp_difficulty(source_points: np.ndarray, source_state: tuple[float, float]
     Values of 1 and over are targets where the warp cannot be right."""
     mouth = (states.mouth - source_state[0]) / MOUTH_STEP
     eyes = np.abs(states.eyes - source_state[1]) / EYE_STEP
-    pose = np.array([procrustes_residual(source_points[RIGID], target[RIGID])
+    pose = np.array([procrustes_residual(source_points[ibug.ABOVE_MOUTH], target[ibug.ABOVE_MOUTH])
                      for target in np.asarray(targets, np.float64)]) / states.iod / POSE_STEP
     return np.maximum(np.maximum(mouth, eyes), pose)
 
@@ -104,7 +102,7 @@ def region_maps(target: np.ndarray, paint: bool, size: int) -> np.ndarray:
         x0, y0, x1, y1 = region_box(target[eye], size, MIN_BOX_FRACTION / 2)
         maps[1, y0:y1, x0:x1] = 1
     if paint:
-        polygon = np.round(target[INNER_LIP]).astype(np.int32)
+        polygon = np.round(target[ibug.INNER_LIP]).astype(np.int32)
         cv2.fillPoly(maps[2], [polygon], 1.0)
         maps[2] = cv2.dilate(maps[2], np.ones((3, 3), np.uint8))
     return maps
