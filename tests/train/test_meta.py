@@ -82,10 +82,12 @@ def test_collapse_to_flat_images_is_caught(tiny_dataset, tmp_path, monkeypatch):
 
     from vcam.models.generator import Generator
 
-    monkeypatch.setattr(Generator, "forward",
-                        lambda self, landmarks, e=None, psi=None: torch.tanh(
-                            0 * landmarks + self.head_conv.parametrizations.weight.original.sum()
-                            * 0 + e.sum() * 0))
+    def flat(self, landmarks, e=None, psi=None, parts=False):
+        image = torch.tanh(0 * landmarks + self.head_conv.parametrizations.weight.original.sum()
+                           * 0 + e.sum() * 0)
+        return (image, image, torch.zeros_like(image[:, :1])) if parts else image
+
+    monkeypatch.setattr(Generator, "forward", flat)
     with pytest.raises(UserError, match="flat images"):
         run_meta_training(tiny_dataset, tmp_path / "run", get_config("tiny"),
                           fast_settings(steps=8, collapse_patience=3), quiet=True)
