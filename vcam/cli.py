@@ -15,9 +15,13 @@ from vcam.arguments import positive_int
 from vcam.errors import UserError
 
 SHARED_CLIPS = Path("../shared/data/clips")
+# FFmpeg (inside OpenCV) prints its own lines about unreadable videos; vcam's one-line errors
+# say it instead. Read once, when OpenCV first opens a video; the user's setting wins.
+FFMPEG_LOG_LEVEL = ("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault(*FFMPEG_LOG_LEVEL)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
@@ -487,9 +491,11 @@ def add_compile(commands) -> None:
 
 def run_compile_command(args: argparse.Namespace) -> int:
     from vcam.avatar import load_avatar, resolve_avatar
-    from vcam.compiled import export_avatar
+    from vcam.compiled import check_tensorrt_here, export_avatar
 
     avatar = load_avatar(resolve_avatar(args.avatar))
+    if args.backend == "tensorrt":
+        check_tensorrt_here()
     onnx_precision = "fp32" if args.backend == "tensorrt" and args.precision == "fp16" \
         else args.precision
     result = export_avatar(avatar, onnx_precision, args.out, args.threads)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from vcam.avatar import Avatar, now
-from vcam.data.sources import ClipReader, ClipSource
+from vcam.data.sources import ClipReader, ClipSource, sane_fps
 from vcam.errors import UserError
 from vcam.landmarks.align import crop_face, crop_transform_for
 from vcam.landmarks.detector import LandmarkDetector
@@ -174,7 +174,7 @@ def capture_snapshot(camera: str, detector: LandmarkDetector, seconds: float = 3
 
 def countdown(capture: cv2.VideoCapture, detector: LandmarkDetector, seconds: float,
               preview: bool) -> Photo:
-    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    fps = sane_fps(capture.get(cv2.CAP_PROP_FPS), 30.0)
     frames_left = int(seconds * fps)
     while True:
         ok, frame = capture.read()
