@@ -19,7 +19,7 @@ DEFAULT_PORT = 8765
 DEFAULT_SINK = "window"
 EXAMPLES = """examples:
   vcam call serve --avatar me                    # webcam; the peer in a preview window
-  vcam call join URL --token T --avatar you --sink virtualcam --sink window
+  vcam call join URL --token=T --avatar you --sink virtualcam --sink window
   vcam call serve --avatar me --input demo --sink file:peer.mp4 --max-seconds 30
 """
 
