@@ -19,6 +19,7 @@ import torch
 from vcam.avatar import Avatar, now
 from vcam.data.sources import ClipReader, ClipSource, sane_fps
 from vcam.errors import UserError
+from vcam.images import read_image
 from vcam.landmarks.align import crop_face, crop_transform_for
 from vcam.landmarks.detector import LandmarkDetector
 from vcam.landmarks.raster import rasterise
@@ -51,12 +52,8 @@ class Enrollment:
 
 
 def read_photo(path: Path) -> Photo:
-    if not path.exists():
-        raise UserError(f"{path} does not exist")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
-    if image is None:
-        raise UserError(f"{path} is not a readable image (use a JPEG or PNG photo)")
-    return Photo(str(path), cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    """The photo, scaled down for face detection (see ``vcam.images``); one-line errors."""
+    return Photo(str(path), read_image(path, "photo"))
 
 
 def video_photos(path: Path, count: int) -> list[Photo]:

@@ -218,12 +218,15 @@ def config_from_file(data: object) -> ModelConfig:
 
 
 def _checked_value(key: str, value: object) -> object:
-    """``value`` if it has the JSON type the field takes (int, list of int, or str)."""
-    if isinstance(value, list) and all(_is_int(item) for item in value):
-        return value
-    if _is_int(value) or (key == "generator" and isinstance(value, str)):
-        return value
-    raise ValueError(f"model config {key}={str(value)[:40]!r} has the wrong type")
+    """``value`` if it has the JSON type of the field (that of the ``paper`` config's value:
+    int, list of int, or str); unknown keys pass on to ``from_dict``, which names them."""
+    example = getattr(get_config("paper"), key, None)
+    fits = (isinstance(value, list) and all(_is_int(item) for item in value)
+            if isinstance(example, tuple) else
+            isinstance(value, str) if isinstance(example, str) else _is_int(value))
+    if example is not None and not fits:
+        raise ValueError(f"model config {key}={str(value)[:40]!r} has the wrong type")
+    return value
 
 
 def _is_int(value: object) -> bool:
