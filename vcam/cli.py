@@ -576,6 +576,27 @@ def add_bench(commands) -> None:
     add_render_bench(benches)
     add_codec_bench(benches)
     add_pipeline_bench(benches)
+    add_soak_bench(benches)
+
+
+def add_soak_bench(benches) -> None:
+    command = benches.add_parser("soak", help="the pipeline (demo input -> mp4) run for "
+                                 "minutes: resident memory and frames/s each minute")
+    command.set_defaults(bench_handler=run_soak_bench_command)
+    command.add_argument("--minutes", type=positive_int, default=10)
+    command.add_argument("--model", type=Path, help="a trained model (default: the shipped one)")
+    command.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "tensorrt"),
+                         default="auto")
+    command.add_argument("--threads", type=positive_int)
+    command.add_argument("--json", action="store_true")
+
+
+def run_soak_bench_command(args: argparse.Namespace) -> int:
+    from vcam.bench.soak import run_soak, soak_lines
+
+    report = run_soak(args.minutes, args.model, args.backend, args.threads)
+    print(json.dumps(report, indent=1) if args.json else "\n".join(soak_lines(report)))
+    return 0
 
 
 def add_train_bench(benches) -> None:
