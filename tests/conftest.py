@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +87,20 @@ def write_rgb(path: Path, image: np.ndarray) -> Path:
 
     cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     return path
+
+
+def crafted(bundle: Path, out: Path, tensors: Callable[[dict], None] = lambda _: None,
+            document: Callable[[dict], None] = lambda _: None) -> Path:
+    """The avatar ``bundle`` changed by ``tensors`` and ``document`` (in place, on its tensors
+    and metadata), its checksum recomputed as anyone could: a crafted bundle."""
+    from safetensors.torch import save as save_tensors
+
+    from vcam.avatar import METADATA_KEY, checksum, read_bundle
+
+    contents, metadata = read_bundle(bundle)
+    metadata.pop("checksum")
+    tensors(contents)
+    document(metadata)
+    metadata["checksum"] = checksum(contents, metadata)
+    out.write_bytes(save_tensors(contents, metadata={METADATA_KEY: json.dumps(metadata)}))
+    return out

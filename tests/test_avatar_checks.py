@@ -5,20 +5,17 @@ network. The checksum is recomputed for every crafted bundle: anyone can do that
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from safetensors.torch import save as save_tensors
 
-from tests.conftest import REPO
-from vcam.avatar import METADATA_KEY, avatar_bytes, checksum, load_avatar, read_bundle
+from tests.conftest import REPO, crafted
+from vcam.avatar import avatar_bytes, load_avatar, read_bundle
 from vcam.avatar_checks import OPTIONAL_ENTRIES, REQUIRED_ENTRIES, expected_generator
 from vcam.cli import main
 from vcam.compiled import render_once
@@ -38,18 +35,6 @@ def bundle(tiny_model, dlib_detector, astronaut_image, tmp_path_factory) -> Path
     path = tmp_path_factory.mktemp("valid") / "astro.avatar.safetensors"
     path.write_bytes(avatar_bytes(avatar))
     return path
-
-
-def crafted(bundle: Path, out: Path, tensors: Callable[[Tensors], None] = lambda _: None,
-            document: Callable[[dict], None] = lambda _: None) -> Path:
-    """``bundle`` changed by ``tensors`` and ``document`` (in place), checksum recomputed."""
-    contents, metadata = read_bundle(bundle)
-    metadata.pop("checksum")
-    tensors(contents)
-    document(metadata)
-    metadata["checksum"] = checksum(contents, metadata)
-    out.write_bytes(save_tensors(contents, metadata={METADATA_KEY: json.dumps(metadata)}))
-    return out
 
 
 def first_generator_tensor(tensors: Tensors) -> str:
