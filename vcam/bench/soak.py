@@ -10,6 +10,7 @@ frames/s steady (each minute within 10 % of the mean).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import sys
@@ -106,7 +107,9 @@ def run_soak(minutes: int, model: Path | None = None, backend: str = "auto",
     models = load_models(model_path)
     samples: list[SoakSample] = []
     with tempfile.TemporaryDirectory(prefix="vcam-soak-") as scratch:
-        entry = bench_avatar(models, detector, Path(scratch))
+        # Compiled forms go to the scratch folder too: nothing is left in the user's home.
+        entry = dataclasses.replace(bench_avatar(models, detector, Path(scratch)),
+                                    compiled_dir=Path(scratch) / "compiled")
         del models, detector  # only the pipeline's own memory is watched
         with AvatarLibrary([entry], RendererSettings(backend, threads)) as library:
             width, height = output_size
