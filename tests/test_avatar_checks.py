@@ -209,3 +209,18 @@ def test_a_mutated_bundle_loads_and_renders_or_is_a_one_line_user_error(bundle, 
         assert "\n" not in str(error)
         return
     assert frame.shape == (1, 3, avatar.config.image_size, avatar.config.image_size)
+
+
+def test_an_avatar_whose_metadata_is_not_an_object_is_listed_as_unreadable(bundle, vcam_home):
+    from safetensors.torch import save as save_tensors
+
+    from vcam.avatar import METADATA_KEY, list_avatars
+
+    tensors, _ = read_bundle(bundle)
+    folder = vcam_home / "avatars"
+    folder.mkdir(parents=True)
+    path = folder / "odd.avatar.safetensors"
+    path.write_bytes(save_tensors(tensors, metadata={METADATA_KEY: "[1, 2]"}))
+    assert list_avatars() == [{"name": "odd", "path": str(path), "error": "unreadable"}]
+    with pytest.raises(UserError, match="not a readable avatar"):
+        load_avatar(path)

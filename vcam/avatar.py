@@ -202,6 +202,8 @@ def list_avatars() -> list[dict]:
         try:
             with safe_open(str(path), framework="pt") as bundle:
                 document = json.loads((bundle.metadata() or {})[METADATA_KEY])
+            if not isinstance(document, dict):
+                raise ValueError("metadata is not a JSON object")
         except (SafetensorError, OSError, ValueError, KeyError):
             entries.append({"name": path.name.removesuffix(SUFFIX), "path": str(path),
                             "error": "unreadable"})
