@@ -34,6 +34,7 @@ from engines.onnx_model import file_sha256, model_precision
 
 MEGABYTE = 1 << 20
 CALIBRATION_SUFFIX = ".calib"
+NO_GPU = "TensorRT needs a CUDA GPU and torch sees none"
 
 
 class EngineBuildFailed(RuntimeError):
@@ -216,13 +217,23 @@ class TensorRTBackend:
         torch.cuda.empty_cache()
 
 
+def unavailable_reason() -> str | None:
+    """Why TensorRT cannot build engines on this machine (not installed, no CUDA GPU), found
+    in a moment and before any work; None when it can."""
+    try:
+        require_module("tensorrt", "the tensorrt backend")
+    except BackendUnavailable as error:
+        return str(error)
+    return None if torch.cuda.is_available() else NO_GPU
+
+
 def _check_runnable(source: GeneratorSource, options: BackendOptions) -> tuple[Path, str]:
     """The ONNX model's path and precision; BackendUnavailable unless a CUDA GPU and a
     model TensorRT can build at the requested precision are present."""
     if options.device == "cpu":
         raise BackendUnavailable("TensorRT needs a CUDA device but cpu was requested")
     if not torch.cuda.is_available():
-        raise BackendUnavailable("TensorRT needs a CUDA GPU and torch sees none")
+        raise BackendUnavailable(NO_GPU)
     if source.onnx_path is None or not Path(source.onnx_path).is_file():
         raise BackendUnavailable(f"no ONNX model at {source.onnx_path}")
     found = model_precision(source.onnx_path)

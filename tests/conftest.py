@@ -5,7 +5,9 @@ registry)."""
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -158,3 +160,20 @@ def recording_virtualcam():
     pyvirtualcam.register_backend(VIRTUALCAM_BACKEND, RecordingVirtualCamera)
     yield RecordingVirtualCamera.instances
     pyvirtualcam.camera.BACKENDS.pop(VIRTUALCAM_BACKEND, None)
+
+
+def crafted(bundle: Path, out: Path, tensors: Callable[[dict], None] = lambda _: None,
+            document: Callable[[dict], None] = lambda _: None) -> Path:
+    """The avatar ``bundle`` changed by ``tensors`` and ``document`` (in place, on its tensors
+    and metadata), its checksum recomputed as anyone could: a crafted bundle."""
+    from safetensors.torch import save as save_tensors
+
+    from vcam.avatar import METADATA_KEY, checksum, read_bundle
+
+    contents, metadata = read_bundle(bundle)
+    metadata.pop("checksum")
+    tensors(contents)
+    document(metadata)
+    metadata["checksum"] = checksum(contents, metadata)
+    out.write_bytes(save_tensors(contents, metadata={METADATA_KEY: json.dumps(metadata)}))
+    return out

@@ -62,6 +62,7 @@ def test_tensorrt_compile_without_tensorrt_is_a_clear_error(enrolled, capsys):
     assert main(["compile", "me", "--backend", "tensorrt", "--precision", "fp16"]) == 2
     error = capsys.readouterr().err
     assert "cannot build a TensorRT engine here" in error and error.count("\n") == 1
+    assert not compiled_dir(load_avatar(enrolled)).exists()  # said before any export
 
 
 def test_render_bench_reports_each_backend(capsys):

@@ -24,9 +24,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_tensors
 
+from vcam.avatar_checks import GENERATOR_PREFIX, BundleProblem, check_bundle, valid_name
 from vcam.errors import UserError
 from vcam.files import atomic_write_bytes
-from vcam.models.blocks import fold_spectral_norm
 from vcam.models.config import ModelConfig
 from vcam.models.generator import Generator, PersonalisedGenerator
 
@@ -78,7 +78,7 @@ class Avatar:
 
 def build_generator(config: ModelConfig, state: dict[str, torch.Tensor]) -> PersonalisedGenerator:
     """A deployable personalised generator (plain weights) loaded from ``state``."""
-    generator = fold_spectral_norm(Generator(config).eval())
+    generator = Generator(config, spectral_norm=False).eval()
     psi = torch.zeros(1, generator.adain_param_count)
     personalised = PersonalisedGenerator(generator, psi, trainable_psi=False)
     personalised.load_state_dict(state)
@@ -111,7 +111,7 @@ def save_avatar(avatar: Avatar, path: Path, force: bool = False) -> Path:
 
 
 def load_avatar(path: Path) -> Avatar:
-    """Read and verify a bundle: size, format, version and checksum; one-line errors."""
+    """Read and verify a bundle: size, format, version, contents and checksum; one-line errors."""
     if not path.is_file():
         raise UserError(f"avatar {path} does not exist")
     size = path.stat().st_size
@@ -129,29 +129,33 @@ def read_bundle(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     with safe_open(str(path), framework="pt") as bundle:
         header = bundle.metadata() or {}
         tensors = {key: bundle.get_tensor(key) for key in bundle.keys()}  # noqa: SIM118
-    return tensors, json.loads(header[METADATA_KEY])
+    document = json.loads(header[METADATA_KEY])
+    if not isinstance(document, dict):
+        raise ValueError("its metadata is not a JSON object")
+    return tensors, document
 
 
 def verified(path: Path, tensors: dict[str, torch.Tensor], document: dict) -> Avatar:
+    """The avatar, once format, version, contents (see ``vcam.avatar_checks``) and checksum
+    have passed; a one-line ``UserError`` otherwise."""
     if document.get("format") != AVATAR_FORMAT:
         raise UserError(f"{path} is not a vcam avatar")
     if document.get("version") != AVATAR_VERSION:
-        raise UserError(f"{path} is avatar format {document.get('version')}; this vcam reads "
-                        f"{AVATAR_VERSION}: enroll again with this version")
+        raise UserError(f"{path} is avatar format {str(document.get('version'))[:20]}; this "
+                        f"vcam reads {AVATAR_VERSION}: enroll again with this version")
+    try:
+        config = check_bundle(tensors, document)
+    except BundleProblem as error:
+        raise UserError(f"{path} is not a usable avatar: {error}") from None
     stored = document.pop("checksum", None)
     if not isinstance(stored, str) or stored != checksum(tensors, document):
         raise UserError(f"{path} failed its checksum: the file was altered or damaged")
-    try:
-        config = ModelConfig.from_dict(document.pop("config"))
-        name = document.pop("name")
-        for key in ("format", "version"):
-            document.pop(key)
-        state = {key.removeprefix("generator."): value for key, value in tensors.items()
-                 if key.startswith("generator.")}
-        return Avatar(name, config, state, tensors["enrollment.crops"].numpy(),
-                      tensors["enrollment.landmarks"].numpy(), document, stored)
-    except (KeyError, ValueError) as error:
-        raise UserError(f"{path} is missing part of an avatar ({error})") from None
+    info = {key: value for key, value in document.items()
+            if key not in ("format", "version", "name", "config")}
+    state = {key.removeprefix(GENERATOR_PREFIX): value for key, value in tensors.items()
+             if key.startswith(GENERATOR_PREFIX)}
+    return Avatar(document["name"], config, state, tensors["enrollment.crops"].numpy(),
+                  tensors["enrollment.landmarks"].numpy(), info, stored)
 
 
 def vcam_home() -> Path:
@@ -169,8 +173,8 @@ def avatars_dir() -> Path:
 
 
 def check_name(name: str) -> str:
-    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
-        raise UserError(f"avatar name {name!r}: use letters, digits, '-', '_' or '.'")
+    if not valid_name(name):
+        raise UserError(f"avatar name {name!r}: use letters, digits, '-', '_' or '.' (at most 100)")
     return name
 
 
@@ -198,6 +202,8 @@ def list_avatars() -> list[dict]:
         try:
             with safe_open(str(path), framework="pt") as bundle:
                 document = json.loads((bundle.metadata() or {})[METADATA_KEY])
+            if not isinstance(document, dict):
+                raise ValueError("metadata is not a JSON object")
         except (SafetensorError, OSError, ValueError, KeyError):
             entries.append({"name": path.name.removesuffix(SUFFIX), "path": str(path),
                             "error": "unreadable"})

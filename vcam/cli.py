@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from vcam import __version__
 from vcam.commands import COMMANDS
 from vcam.errors import UserError
 
+# FFmpeg (inside OpenCV) prints its own lines about unreadable videos; vcam's one-line errors
+# say it instead. Read once, when OpenCV first opens a video; the user's setting wins.
+FFMPEG_LOG_LEVEL = ("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault(*FFMPEG_LOG_LEVEL)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):

@@ -60,6 +60,31 @@ def generator_inputs(avatar: Avatar, count: int, seed: int) -> np.ndarray:
     return np.concatenate([images, warped], axis=1).astype(np.float32)
 
 
+def check_tensorrt_here() -> None:
+    """A one-line ``UserError`` now, before any export, when TensorRT cannot run here."""
+    from engines.tensorrt_backend import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        raise UserError(f"cannot build a TensorRT engine here: {reason}")
+
+
+def render_once(avatar: Avatar) -> np.ndarray:
+    """One frame (1, 3, S, S) rendered with torch from the avatar's own landmarks: proof
+    that a bundle from elsewhere is usable before it is kept; ``UserError`` otherwise."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            frame = avatar.generator()(torch.from_numpy(generator_inputs(avatar, 1, seed=0)))
+    except (RuntimeError, ValueError) as error:
+        raise UserError(f"avatar {avatar.name!r} cannot be rendered: "
+                        f"{str(error).splitlines()[0][:120]}") from None
+    if not bool(torch.isfinite(frame).all()):
+        raise UserError(f"avatar {avatar.name!r} renders values that are not finite")
+    return frame.numpy()
+
+
 def export_avatar(avatar: Avatar, precision: str, out: Path | None = None,
                   threads: int | None = None) -> ExportResult:
     """Export (and check) the avatar's generator to ONNX; refuses to save a mismatch."""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from vcam.avatar import Avatar, now
-from vcam.data.sources import ClipReader, ClipSource
+from vcam.data.sources import ClipReader, ClipSource, sane_fps
 from vcam.errors import UserError
 from vcam.images import to_tensor
 from vcam.landmarks.align import crop_face, crop_transform_for
@@ -26,6 +26,7 @@ from vcam.landmarks.raster import rasterise
 from vcam.models.config import ModelConfig, config_names, get_config
 from vcam.models.generator import PersonalisedGenerator, generator_input
 from vcam.models.store import MetaModels
+from vcam.photos import read_image
 from vcam.train.finetune import FineTuneSettings, finetune
 from vcam.warp import WarpGuide
 
@@ -51,12 +52,8 @@ class Enrollment:
 
 
 def read_photo(path: Path) -> Photo:
-    if not path.exists():
-        raise UserError(f"{path} does not exist")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
-    if image is None:
-        raise UserError(f"{path} is not a readable image (use a JPEG or PNG photo)")
-    return Photo(str(path), cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    """The photo, scaled down for face detection (see ``vcam.photos``); one-line errors."""
+    return Photo(str(path), read_image(path, "photo"))
 
 
 def video_photos(path: Path, count: int) -> list[Photo]:
@@ -192,7 +189,7 @@ def capture_snapshot(camera: str, detector: LandmarkDetector, seconds: float = 3
 
 def countdown(capture: cv2.VideoCapture, detector: LandmarkDetector, seconds: float,
               preview: bool) -> Photo:
-    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    fps = sane_fps(capture.get(cv2.CAP_PROP_FPS), 30.0)
     frames_left = int(seconds * fps)
     while True:
         ok, frame = capture.read()

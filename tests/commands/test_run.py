@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -187,3 +189,45 @@ def test_options_are_checked_at_the_edge(bundle):
 
 def test_the_retarget_choices_are_the_runtime_modes():
     assert RETARGET_CHOICES == RETARGET_MODES
+
+
+@pytest.fixture(scope="module")
+def unreadable_videos(clip, tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("unreadable")
+    whole = clip.read_bytes()
+    contents = {"zero-length": b"", "garbage": bytes(range(256)) * 20,
+                "truncated": whole[: len(whole) // 3]}
+    paths = {}
+    for name, content in contents.items():
+        paths[name] = folder / f"{name}.mp4"
+        paths[name].write_bytes(content)
+    return paths
+
+
+@pytest.mark.parametrize("case", ["zero-length", "garbage", "truncated"])
+def test_an_unreadable_video_input_is_a_one_line_error(bundle, unreadable_videos, tmp_path,
+                                                       capsys, case):
+    from vcam.cli import main
+
+    video = unreadable_videos[case]
+    before = video.read_bytes()
+    out = tmp_path / "out.mp4"
+    assert main(["run", "--avatar", str(bundle), "--input", str(video),
+                 "--sink", f"file:{out}"]) == 2
+    error = capsys.readouterr().err
+    assert "is not a readable video" in error and error.count("\n") == 1
+    assert video.read_bytes() == before
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_exact_run_command_with_a_truncated_video_prints_one_line(bundle, unreadable_videos,
+                                                                      tmp_path):
+    out = tmp_path / "out.mp4"
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[2] / "run_vcam.py"), "run",
+         "--avatar", str(bundle), "--input", str(unreadable_videos["truncated"]),
+         "--sink", f"file:{out}"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "moov atom" not in result.stderr  # FFmpeg's own line is silenced
+    assert not out.exists()

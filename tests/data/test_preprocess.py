@@ -121,9 +121,25 @@ def test_a_failure_while_writing_leaves_nothing(inputs, tmp_path, monkeypatch):
 
     monkeypatch.setattr(preprocess, "write_arrays", fail)
     out = tmp_path / "out"
-    summary = run_preprocess([inputs / "videos" / "moving.mp4"], out, SETTINGS)
-    assert summary.clips == 0 and summary.skipped[0]["reason"] == "disk full"
-    assert sorted(p.name for p in out.iterdir()) == ["dataset.json"]
+    with pytest.raises(UserError, match=r"every input was skipped .*disk full"):
+        run_preprocess([inputs / "videos" / "moving.mp4"], out, SETTINGS)
+    assert not out.exists()
+
+
+def test_when_every_input_is_skipped_preprocess_exits_2_and_leaves_nothing(inputs, tmp_path,
+                                                                          capsys):
+    from vcam.cli import main
+
+    given = [inputs / "videos" / "empty_room.mp4", inputs / "videos" / "broken.mp4"]
+    before = [path.read_bytes() for path in given]
+    out = tmp_path / "out"
+    assert main(["preprocess", *map(str, given), "--out", str(out), "--size", "64",
+                 "--workers", "1", "--json"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("vcam: error: every input was skipped (2 clips;")
+    assert all(line.startswith("skipped ") for line in lines[:-1])  # one line per clip
+    assert not out.exists()
+    assert [path.read_bytes() for path in given] == before
 
 
 @pytest.mark.parametrize("case", ["missing", "not_video", "empty_folder", "out_inside_input",

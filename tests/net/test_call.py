@@ -50,6 +50,7 @@ from vcam.net.control import (
     Ready,
     encode_chunk,
     encode_message,
+    parse_message,
 )
 from vcam.net.jitter import JitterSettings
 from vcam.net.media import CapturedLandmarks, PipelineRenderer, ReceiveSettings, SendSettings
@@ -258,6 +259,60 @@ def test_a_peer_with_another_protocol_or_basis_is_refused_clearly(astro_side):
     assert "--shape-basis" in asyncio.run(check(shape_basis="0" * 64))
     assert "update one side" in asyncio.run(check(version=2))
     assert "update one side" in asyncio.run(check(codec=0xA2))
+
+
+def answers_to_hello(receiver: LocalSide, hello, timeout: float = 20.0) -> list[str]:
+    """The control messages (but pings) a session sends once it has the peer's hello."""
+    def answers(control: FakeChannel) -> list[str]:
+        kinds = [type(parse_message(message)).__name__ for message in control.sent]
+        return [kind for kind in kinds if kind != "Ping"]
+
+    async def exchange() -> list[str]:
+        control = FakeChannel("control")
+        connection = Connection(FakePeerConnection(), ChannelTap(control),
+                                ChannelTap(FakeChannel("landmarks")))
+        session = CallSession(connection, receiver, CallSettings(), asyncio.Event(),
+                              lambda message: None)
+        session.attach()
+        setup = asyncio.ensure_future(session.setup())
+        session.on_control(encode_message(hello))
+        deadline = time.monotonic() + timeout
+        while len(answers(control)) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        setup.cancel()
+        for task in session.tasks:
+            task.cancel()
+        if session.renderer is not None:
+            session.renderer.close()
+        return answers(control)
+
+    return asyncio.run(exchange())
+
+
+@pytest.mark.parametrize("shares", [True, False], ids=["shared", "not-shared"])
+def test_a_hello_does_not_tell_the_peer_whether_one_holds_its_avatar(avatars, vcam_home,
+                                                                     shares):
+    bob = local_side(avatars["bob"], SyntheticSource(64))
+    hello = hello_of(bob, shares_avatar=shares)
+    receiver = local_side(avatars["astro"])
+    without = answers_to_hello(receiver, hello)
+    (vcam_home / "avatars").mkdir(parents=True)
+    (vcam_home / "avatars" / "bob.avatar.safetensors").write_bytes(avatars["bob"].read_bytes())
+    holding = answers_to_hello(receiver, hello)
+    assert holding == without
+    assert without == (["Hello", "AvatarRequest"] if shares else ["Hello", "Ready"])
+
+
+def hello_of(side: LocalSide, **changes):
+    """The hello a session of ``side`` sends, with ``changes``."""
+    async def make():
+        connection = Connection(FakePeerConnection(), ChannelTap(FakeChannel("control")),
+                                ChannelTap(FakeChannel("landmarks")))
+        return CallSession(connection, side, CallSettings(), asyncio.Event(),
+                           lambda message: None).hello()
+
+    return dataclasses.replace(asyncio.run(make()), **changes)
 
 
 # -- in-process calls (two sessions, one loop, real aiortc over loopback) ---------------------

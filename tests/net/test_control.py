@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import crafted
 from vcam.avatar import avatar_bytes, load_avatar
 from vcam.enroll import Photo, enroll
 from vcam.landmarks.shape_basis import fit_shape_basis
@@ -170,6 +171,23 @@ def test_a_shared_avatar_arrives_verified_and_loads(bundle, vcam_home):
     load_received(received, info_of(data), keep=True)
     kept = local_copy(info_of(data))
     assert kept is not None and load_avatar(kept).name == "astro"
+
+
+def test_a_received_avatar_is_kept_only_once_it_has_rendered_a_frame(bundle, tmp_path,
+                                                                      vcam_home):
+    def overflowing(tensors) -> None:  # finite weights whose frames are not
+        for key, tensor in tensors.items():
+            if key.startswith("generator.") and tensor.is_floating_point():
+                tensors[key] = tensor * 1e30
+
+    data = crafted(bundle, tmp_path / "astro.avatar.safetensors", tensors=overflowing
+                   ).read_bytes()
+    received = transfer(data, info_of(data), ExchangeSettings())
+    assert load_received(received, info_of(data), keep=False).name == "astro"  # loads
+    with pytest.raises(TransferRefused, match=r"not usable.*not finite"):
+        load_received(received, info_of(data), keep=True)
+    assert local_copy(info_of(data)) is None
+    assert not (vcam_home / "avatars").exists() or not any((vcam_home / "avatars").iterdir())
 
 
 def test_an_oversized_offer_is_refused_before_any_chunk(bundle):

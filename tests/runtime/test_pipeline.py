@@ -242,19 +242,44 @@ class CtrlC:
             os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt here, whatever this process inherited (a background
+    job starts with SIGINT ignored, and the test would then run on)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.timeout(120)
 def test_ctrl_c_stops_cleanly_and_releases_everything(library, camera_frames, tmp_path,
-                                                      dlib_detector):
+                                                      dlib_detector, ctrl_c_raises):
     camera = FlakyCamera(camera_frames)
     file_sink = FileSink(tmp_path / "out.mp4", WIDTH, HEIGHT, 30)
     interrupter = CtrlC(after=5)
+    # The frame cap only ends a run whose Ctrl-C went astray (and fails the test).
     pipeline = Pipeline(CameraSource(0, 30, opener=lambda index: camera), library,
-                        [file_sink, interrupter], settings(), FaceTracker(dlib_detector))
+                        [file_sink, interrupter], settings(max_frames=300),
+                        FaceTracker(dlib_detector))
     summary = pipeline.run()
     assert summary.reason == "interrupted (Ctrl-C)"
     assert no_pipeline_threads_left()
     assert camera.released
     assert interrupter.closed and file_sink._writer is None
     assert len(read_frames(tmp_path / "out.mp4")) == file_sink.frames_written >= 5
+
+
+def test_a_faceless_video_warns_once(library, tmp_path, dlib_detector, caplog):
+    clip = tmp_path / "empty_room.mp4"
+    write_video(str(clip), (np.full((HEIGHT, WIDTH, 3), 70, np.uint8) for _ in range(75)))
+    with caplog.at_level("WARNING", logger="vcam.runtime"):
+        summary = Pipeline(VideoFileSource(clip), library,
+                           [FileSink(tmp_path / "out.mp4", WIDTH, HEIGHT, 25)], settings(),
+                           FaceTracker(dlib_detector)).run()
+    assert summary.frames_output == 75 and summary.face_states == {"neutral": 75}
+    warnings = [record.getMessage() for record in caplog.records if "no face" in
+                record.getMessage()]
+    assert len(warnings) == 1 and "first 2 s" in warnings[0]
 
 
 class ScriptedDisplay:

@@ -40,6 +40,25 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
     add_render_bench(benches)
     add_codec_bench(benches)
     add_pipeline_bench(benches)
+    add_soak_bench(benches)
+
+
+def add_soak_bench(benches) -> None:
+    command = benches.add_parser("soak", help="the pipeline (demo input -> mp4) run for "
+                                 "minutes: resident memory and frames/s each minute")
+    command.add_argument("--minutes", type=positive_int, default=10)
+    command.add_argument("--model", type=Path, help="a trained model (default: the shipped one)")
+    add_backend_option(command, "inference engine (default: the fastest available)")
+    command.add_argument("--threads", type=positive_int)
+    command.add_argument("--json", action="store_true")
+
+
+def run_soak_bench_command(args: argparse.Namespace) -> int:
+    from vcam.bench.soak import run_soak, soak_lines
+
+    report = run_soak(args.minutes, args.model, args.backend, args.threads)
+    print(json.dumps(report, indent=1) if args.json else "\n".join(soak_lines(report)))
+    return 0
 
 
 def add_train_bench(benches) -> None:
@@ -213,5 +232,6 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark asked for (``args.bench``)."""
     benches = {"landmarks": run_landmark_bench_command, "train": run_train_bench_command,
                "enroll": run_enroll_bench_command, "render": run_render_bench_command,
-               "codec": run_codec_bench_command, "pipeline": run_pipeline_bench_command}
+               "codec": run_codec_bench_command, "pipeline": run_pipeline_bench_command,
+               "soak": run_soak_bench_command}
     return benches[args.bench](args)

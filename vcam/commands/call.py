@@ -20,7 +20,7 @@ DESCRIPTION = ("A two-way landmark-only call: each side sends its own face landm
                "otherwise).")
 EXAMPLES = """examples:
   vcam call serve --avatar me                    # webcam; the peer in a preview window
-  vcam call join URL --token T --avatar you --sink virtualcam --sink window
+  vcam call join URL --token=T --avatar you --sink virtualcam --sink window
   vcam call serve --avatar me --input demo --sink file:peer.mp4 --max-seconds 30
 """
 

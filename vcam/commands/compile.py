@@ -26,9 +26,11 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vcam.avatar import load_avatar, resolve_avatar
-    from vcam.compiled import build_tensorrt_engine, export_avatar
+    from vcam.compiled import build_tensorrt_engine, check_tensorrt_here, export_avatar
 
     avatar = load_avatar(resolve_avatar(args.avatar))
+    if args.backend == "tensorrt":
+        check_tensorrt_here()
     onnx_precision = "fp32" if args.backend == "tensorrt" and args.precision == "fp16" \
         else args.precision
     result = export_avatar(avatar, onnx_precision, args.out, args.threads)

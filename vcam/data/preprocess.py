@@ -305,6 +305,7 @@ def run_preprocess(inputs: list[Path], out: Path, settings: PreprocessSettings,
     if not sources:
         raise UserError("no videos or frame folders found in " + ", ".join(map(str, inputs)))
     create_detector(settings.landmarks)  # fail early, in one line, if the backend is unusable
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     write_dataset_info(out, settings, [])
     progress.start(len(sources))
@@ -323,6 +324,12 @@ def run_preprocess(inputs: list[Path], out: Path, settings: PreprocessSettings,
         progress.advance(result)
     shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
     summary = summarise(results, out, time.perf_counter() - started)
+    if not summary.clips:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        first = summary.skipped[0]
+        raise UserError(f"every input was skipped ({len(summary.skipped)} clips; "
+                        f"{first['source']}: {first['reason']}): nothing to train on")
     write_dataset_info(out, settings, results)
     return summary
 

@@ -17,6 +17,14 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mpg", ".mpeg", ".webm", ".gif", ".
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 # Frame folders have no frame rate of their own.
 FRAME_FOLDER_FPS = 25.0
+# Frame rates a container may honestly claim; OpenCV reports -1 or 0 when it has none.
+MAX_FPS = 1000.0
+
+
+def sane_fps(reported: float, default: float) -> float:
+    """The frame rate a video reports, or ``default`` when it reports none (0, -1, NaN) or an
+    absurd one."""
+    return float(reported) if 0 < reported <= MAX_FPS else default
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,7 @@ class ClipReader:
         capture = cv2.VideoCapture(str(source.path))
         if not capture.isOpened():
             raise UserError(f"{source.path} could not be read as a video")
-        self.fps = capture.get(cv2.CAP_PROP_FPS) or FRAME_FOLDER_FPS
+        self.fps = sane_fps(capture.get(cv2.CAP_PROP_FPS), FRAME_FOLDER_FPS)
         capture.release()
 
     def frames(self) -> Iterator[np.ndarray | None]:

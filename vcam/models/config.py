@@ -177,3 +177,51 @@ def get_config(name: str) -> ModelConfig:
     if name not in builders:
         raise ValueError(f"unknown model config {name!r}; choose one of: {', '.join(builders)}")
     return builders[name]()
+
+
+def config_from_file(data: object) -> ModelConfig:
+    """A configuration read from a file someone else may have written: every value of the
+    right type and within the bounds of the named configurations (no wider, deeper, larger
+    or more attentive), so no network it describes is bigger than the ``paper`` model.
+    ValueError says which value is out of bounds."""
+    if not isinstance(data, dict):
+        raise ValueError("the model config is not a JSON object")
+    try:
+        config = ModelConfig.from_dict({key: _checked_value(key, value)
+                                        for key, value in data.items()})
+    except TypeError:  # a required value is missing
+        raise ValueError("the model config is incomplete") from None
+    named = [get_config(name) for name in config_names()]
+    for field in dataclasses.fields(ModelConfig):
+        value = getattr(config, field.name)
+        if isinstance(value, int) and value > max(getattr(known, field.name) for known in named):
+            raise ValueError(f"model config {field.name}={value} is larger than any vcam model")
+        if isinstance(value, tuple):
+            _check_attention(field.name, value, named)
+    return config
+
+
+def _checked_value(key: str, value: object) -> object:
+    """``value`` if it has the JSON type of the field (that of the ``paper`` config's value:
+    int, list of int, or str); unknown keys pass on to ``from_dict``, which names them."""
+    example = getattr(get_config("paper"), key, None)
+    fits = (isinstance(value, list) and all(_is_int(item) for item in value)
+            if isinstance(example, tuple) else
+            isinstance(value, str) if isinstance(example, str) else _is_int(value))
+    if example is not None and not fits:
+        raise ValueError(f"model config {key}={str(value)[:40]!r} has the wrong type")
+    return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_attention(name: str, resolutions: tuple[int, ...], named: list[ModelConfig]) -> None:
+    """No more attention layers, and none at a finer resolution, than the named configs."""
+    known = [getattr(config, name) for config in named]
+    largest = max(max(values, default=0) for values in known)
+    if len(resolutions) > max(len(values) for values in known) or any(
+            not 0 < resolution <= largest for resolution in resolutions):
+        raise ValueError(f"model config {name}={list(resolutions)} attends more, or at finer "
+                         "resolutions, than any vcam model")

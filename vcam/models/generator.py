@@ -42,9 +42,12 @@ class Generator(nn.Module):
     blend leans on the warp (``m`` about 0.88).
     Either the embedding ``e`` (B, N) or the AdaIN coefficients ``psi`` (B or 1, T) drive the
     decoder; ``psi = adain_params(e)``.
+    ``spectral_norm=False`` builds the plain network whose weights a folded copy holds (see
+    :meth:`deployable_copy`): the shape of a deployed generator, built without the power
+    iterations.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, spectral_norm: bool = True) -> None:
         super().__init__()
         self.config = config
         self.stem = conv3x3(
@@ -64,7 +67,8 @@ class Generator(nn.Module):
             self._lean_on_the_warp(config.io_stride)
         self.head_shuffle = nn.PixelShuffle(config.io_stride)
         self.projection = nn.Linear(config.embedding_size, self.adain_param_count, bias=False)
-        apply_spectral_norm(self)
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def adaptive_layers(self) -> list[AdaptiveModule]:
         """The layers that consume ``psi``, in the order their slices appear in it."""

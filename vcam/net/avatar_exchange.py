@@ -10,7 +10,7 @@ or beyond the declared size, and a bundle whose SHA-256 differs. A complete bund
 to a temporary file and loaded with ``load_avatar`` (format, version and its own checksum),
 its name, crop size and model configuration must match, and the file is deleted at once:
 the avatar lives in memory for the call only, unless ``keep`` saves it among the user's
-avatars (never over an existing one).
+avatars (never over an existing one), which happens only once it has rendered a frame.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vcam.avatar import MAX_AVATAR_BYTES, SUFFIX, Avatar, avatar_path, load_avatar
+from vcam.compiled import render_once
 from vcam.errors import UserError
 from vcam.files import atomic_write_bytes
 from vcam.models.config import ModelConfig, config_names, get_config
@@ -147,6 +148,10 @@ def load_received(data: bytes, expected: AvatarInfo, keep: bool) -> Avatar:
             raise TransferRefused(f"the received avatar is not valid: {error}") from None
     check_loaded(avatar, expected)
     if keep:
+        try:
+            render_once(avatar)
+        except UserError as error:
+            raise TransferRefused(f"the received avatar is not usable: {error}") from None
         keep_copy(data, expected)
     return avatar
 

@@ -245,8 +245,8 @@ class CallSession:
         except asyncio.TimeoutError:
             raise CallFailed("the peer sent no hello: is it a vcam call?") from None
         self.check_hello(hello)
-        if hello.sends_landmarks:
-            avatar = await self.peer_avatar(hello)
+        avatar = await self.peer_avatar(hello) if hello.sends_landmarks else None
+        if avatar is not None:
             await self.start_renderer(avatar, hello)
         self.send(Ready())
         if self.local.source is not None:
@@ -268,19 +268,23 @@ class CallSession:
                              f"{hello.shape_basis[:12]}, here {self.local.basis.fingerprint[:12]})"
                              ": pass the same --shape-basis on both sides")
 
-    async def peer_avatar(self, hello: Hello) -> PeerAvatar:
-        """The peer's avatar: one's own copy if one has exactly its bundle, else received."""
+    async def peer_avatar(self, hello: Hello) -> PeerAvatar | None:
+        """The peer's avatar (None: it cannot be shown). What the peer sees depends on its
+        hello only, never on whether this side holds the avatar it names: a shared avatar
+        is always transferred, and without sharing the call goes on either way."""
+        if hello.shares_avatar:
+            return await self.receive_avatar(hello.avatar)
         path = await asyncio.to_thread(local_copy, hello.avatar)
-        if path is not None:
-            self.log(f"rendering the peer as {hello.avatar.name!r} from {path}")
-            try:
+        try:
+            if path is not None:
+                self.log(f"rendering the peer as {hello.avatar.name!r} from {path}")
                 return PeerAvatar(await asyncio.to_thread(load_avatar, path), path)
-            except UserError as error:
-                raise CallFailed(str(error)) from None
-        if not hello.shares_avatar:
-            raise CallFailed(f"you have no copy of the peer's avatar {hello.avatar.name!r} and "
-                             "the peer does not share it (it can pass --share-avatar)")
-        return await self.receive_avatar(hello.avatar)
+        except UserError as error:
+            self.log(f"the peer is not shown: {error}")
+            return None
+        self.log(f"the peer is not shown: you have no copy of its avatar "
+                 f"{hello.avatar.name!r} and it does not share it (it can pass --share-avatar)")
+        return None
 
     async def receive_avatar(self, info: AvatarInfo) -> PeerAvatar:
         try:

@@ -265,7 +265,7 @@ def print_listening(url: str, token: str, as_json: bool) -> None:
         print(json.dumps({"event": "listening", "url": url, "token": token}), flush=True)
         return
     print(f"waiting for a peer at {url}\nto join, run:\n"
-          f"  vcam call join {url} --token {token} --avatar YOUR_AVATAR", flush=True)
+          f"  vcam call join {url} --token={token} --avatar YOUR_AVATAR", flush=True)
     if urlsplit(url).hostname in UNSPECIFIED_HOSTS:
         print("(listening on every interface: give the peer this machine's address in place "
               "of the one shown)", flush=True)

@@ -201,6 +201,7 @@ class Answerer:
         self.pc: Any = None
         self.taps: dict[str, ChannelTap] = {}
         self.foreign_channels = 0
+        self.abandoned = 0
         self.answered = asyncio.Event()
 
     async def __call__(self, offer_sdp: str) -> str:
@@ -231,34 +232,52 @@ class Answerer:
         self.taps[label] = ChannelTap(channel)
 
     async def connection(self, timeout: float) -> Connection:
-        """The connection once both channels are open; ``UserError`` after ``timeout``."""
+        """The connection once both channels are open; ``UserError`` after ``timeout`` or
+        when the attempt fails."""
         deadline = time.monotonic() + timeout
         while len(self.taps) < 2:
-            if time.monotonic() > deadline:
-                await self.pc.close()
+            if time.monotonic() > deadline or self.pc.connectionState in ("failed", "closed"):
                 raise UserError(f"the peer did not connect within {timeout:.0f} s")
             await asyncio.sleep(0.05)
         connection = Connection(self.pc, self.taps[CONTROL_LABEL], self.taps[LANDMARKS_LABEL])
         await wait_open(connection, max(0.1, deadline - time.monotonic()))
         return connection
 
+    async def free(self) -> None:
+        """Close a failed or abandoned attempt, so that the next offer is answered."""
+        pc, self.pc = self.pc, None
+        self.taps.clear()
+        self.answered.clear()
+        self.abandoned += 1
+        if pc is not None:
+            await pc.close()
+
 
 async def serve_connection(token: str, signaling: SignalingSettings, ice: IceSettings,
                            connect_timeout_s: float, announce: Callable[[str], None],
                            stop: asyncio.Event, wait_s: float = 0.0) -> Connection | None:
-    """Listen for one peer; None if ``stop`` is set (or ``wait_s`` passes) before it comes."""
+    """Listen for one peer; None if ``stop`` is set (or ``wait_s`` passes) before it comes.
+    An answered offer whose peer never connects frees the call for the next offer."""
     answerer = Answerer(ice)
     server = SignalingServer(signaling, token, answerer)
     announce(await server.start())
+    deadline = time.monotonic() + wait_s if wait_s else None
     try:
-        waits = [asyncio.ensure_future(answerer.answered.wait()),
-                 asyncio.ensure_future(stop.wait())]
-        _, pending = await asyncio.wait(waits, timeout=wait_s or None,
-                                        return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        if not answerer.answered.is_set():
-            return None
-        return await answerer.connection(connect_timeout_s)
+        while await first_offer(answerer, stop, deadline):
+            try:
+                return await answerer.connection(connect_timeout_s)
+            except UserError:
+                await answerer.free()
+        return None
     finally:
         await server.close()
+
+
+async def first_offer(answerer: Answerer, stop: asyncio.Event, deadline: float | None) -> bool:
+    """Whether an offer was answered before ``stop`` or the deadline."""
+    waits = [asyncio.ensure_future(answerer.answered.wait()), asyncio.ensure_future(stop.wait())]
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    _, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return answerer.answered.is_set() and not stop.is_set()

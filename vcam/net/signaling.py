@@ -1,11 +1,12 @@
 """Signaling for a call: a small aiohttp server that trades one SDP offer for an answer.
 
 The serving side runs ``SignalingServer`` on loopback unless told otherwise and prints a join
-URL and a token (``secrets.token_urlsafe``). The joining side POSTs its offer to the URL as
-JSON (``{"type": "offer", "sdp": ...}``) with ``Authorization: Bearer TOKEN`` and gets
-``{"type": "answer", "sdp": ...}`` back. The token is checked first, in constant time
-(``hmac.compare_digest``): a missing or wrong one is answered 403 before the body is read
-and before any peer connection exists. Bodies are capped (``max_body_bytes``); one call at a
+URL and a token (``secrets.token_urlsafe``, never starting with '-'). The joining side POSTs
+its offer to the URL as JSON (``{"type": "offer", "sdp": ...}``) with ``Authorization: Bearer
+TOKEN`` and gets ``{"type": "answer", "sdp": ...}`` back. The token is checked first, in
+constant time (``hmac.compare_digest``): a missing or wrong one is answered 403 before the
+body is read and before any peer connection exists. Bodies are capped (``max_body_bytes``);
+an offer that is not a data-channel-only session description is answered 400; one call at a
 time (409 while busy). The client side is ``send_offer``; its failures are one-line
 ``UserError``s.
 
@@ -18,7 +19,9 @@ import asyncio
 import hmac
 import ipaddress
 import json
+import logging
 import secrets
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -31,6 +34,7 @@ from vcam.net.defaults import DEFAULT_PORT
 DEFAULT_PATH = "/call"
 TOKEN_BYTES = 24
 MAX_SDP_CHARS = 32 * 1024
+SDP_REQUIRED_ATTRIBUTES = ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:")
 OfferHandler = Callable[[str], Awaitable[str]]
 
 
@@ -62,7 +66,10 @@ class OfferRefused(Exception):
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
+    """A fresh random token that cannot be taken for an option (never starts with '-')."""
+    while (token := secrets.token_urlsafe(TOKEN_BYTES)).startswith("-"):
+        pass
+    return token
 
 
 def token_matches(presented: str | None, expected: str) -> bool:
@@ -108,11 +115,53 @@ def session_description(document: object, kind: str) -> str:
     sdp = document.get("sdp")
     if not isinstance(sdp, str) or not 0 < len(sdp) <= MAX_SDP_CHARS:
         raise OfferRefused("missing or oversized sdp")
+    check_data_channels_only(sdp)
     return sdp
 
 
+def check_data_channels_only(sdp: str) -> None:
+    """A call's SDP has one media section, WebRTC data channels (SCTP over DTLS), with ICE
+    credentials and a DTLS fingerprint; ``OfferRefused`` for anything else (audio, video,
+    no media at all, or text that is not SDP)."""
+    lines = sdp.splitlines()
+    media = [line.split() for line in lines if line.startswith("m=")]
+    channels = (len(media) == 1 and len(media[0]) == 4 and media[0][0] == "m=application"
+                and media[0][2:] == ["UDP/DTLS/SCTP", "webrtc-datachannel"])
+    if not lines or lines[0] != "v=0" or not channels:
+        raise OfferRefused("the session description has no data channels (a vcam call has "
+                           "exactly one data-channel section, no audio or video)")
+    for attribute in SDP_REQUIRED_ATTRIBUTES:
+        if not any(line.startswith(attribute) for line in lines):
+            raise OfferRefused(f"the session description lacks {attribute.rstrip(':')}")
+
+
+class RequestErrorLog(logging.LoggerAdapter):
+    """The HTTP server's log: a malformed request (oversized header, bad HTTP) or a body
+    the client aborted is one counted line, never a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("vcam.net.signaling"), {})
+        self.count = 0
+
+    def log(self, level: int, msg: object, *args: object, exc_info: object = None,
+            **kwargs: object) -> None:
+        if not exc_info and level < logging.WARNING:
+            return
+        error = (exc_info if isinstance(exc_info, BaseException) else
+                 exc_info[1] if isinstance(exc_info, tuple) else
+                 sys.exc_info()[1] if exc_info else None)
+        detail = " ".join(str(error if error is not None else msg).split())
+        self.refused(f"{type(error).__name__}: {detail}"[:120] if error is not None
+                     else detail[:120])
+
+    def refused(self, reason: str) -> None:
+        self.count += 1
+        self.logger.warning("vcam call: refused a malformed request (%s)", reason)
+
+
 class SignalingServer:
-    """Answers offers that carry the token; ``refused`` counts the ones that did not."""
+    """Answers offers that carry the token; ``refused`` counts the ones that did not,
+    ``errors`` the malformed or aborted requests."""
 
     def __init__(self, settings: SignalingSettings, token: str, on_offer: OfferHandler) -> None:
         self.settings = settings
@@ -120,13 +169,14 @@ class SignalingServer:
         self.on_offer = on_offer
         self.refused = 0
         self.answered = 0
+        self.errors = RequestErrorLog()
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> str:
         """Listen; returns the join URL (with the port actually bound)."""
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         app.router.add_post(self.settings.path, self.handle_offer)
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = web.AppRunner(app, access_log=None, logger=self.errors)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.host, self.settings.port)
         try:
@@ -148,7 +198,12 @@ class SignalingServer:
             self.refused += 1
             return web.json_response({"error": "missing or wrong token"}, status=403)
         try:
-            sdp = session_description(json.loads(await request.read()), "offer")
+            body = await request.read()
+        except ConnectionError:  # the client went away mid-body
+            self.errors.refused("the body was cut short")
+            return web.json_response({"error": "incomplete body"}, status=400)
+        try:
+            sdp = session_description(json.loads(body), "offer")
             answer = await self.on_offer(sdp)
         except web.HTTPException:
             raise

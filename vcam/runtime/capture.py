@@ -17,6 +17,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from vcam.data.sources import sane_fps
 from vcam.errors import UserError
 
 DEFAULT_FPS = 30.0
@@ -78,13 +79,8 @@ class VideoFileSource:
         self._capture: cv2.VideoCapture | None = None
 
     def __enter__(self) -> VideoFileSource:
-        if not self.path.is_file():
-            raise UserError(f"--input {self.path} does not exist")
-        capture = cv2.VideoCapture(str(self.path))
-        if not capture.isOpened():
-            raise UserError(f"--input {self.path} is not a readable video")
-        self._capture = capture
-        self.fps = capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
+        self._capture = open_video(self.path)
+        self.fps = sane_fps(self._capture.get(cv2.CAP_PROP_FPS), DEFAULT_FPS)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -102,6 +98,30 @@ class VideoFileSource:
                 return
             yield Captured(image=to_rgb(frame), timestamp=index / self.fps)
             index += 1
+
+
+def open_video(path: Path) -> cv2.VideoCapture:
+    """``path`` opened for reading, at its first frame; a one-line ``UserError`` when it does
+    not exist or no frame of it can be decoded (empty, garbage, truncated before a frame)."""
+    if not path.is_file():
+        raise UserError(f"--input {path} does not exist")
+    capture = cv2.VideoCapture(str(path))
+    if capture.isOpened() and capture.grab():
+        capture.release()
+        capture = cv2.VideoCapture(str(path))
+        return capture
+    capture.release()
+    raise UserError(f"--input {path} is not a readable video (no frame could be decoded): "
+                    "pass a video file such as an .mp4, a camera index or demo")
+
+
+def video_fps(path: Path) -> float:
+    """The frame rate of a readable video (``UserError`` otherwise)."""
+    capture = open_video(path)
+    try:
+        return sane_fps(capture.get(cv2.CAP_PROP_FPS), DEFAULT_FPS)
+    finally:
+        capture.release()
 
 
 @dataclass(frozen=True)

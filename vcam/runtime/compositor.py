@@ -17,6 +17,7 @@ import numpy as np
 
 from vcam.errors import UserError
 from vcam.landmarks.align import crop_mask, crop_window
+from vcam.photos import read_image
 from vcam.runtime.frames import Frame, FrameKind
 
 BACKGROUND_KINDS = ("colour", "blur", "image")
@@ -91,10 +92,9 @@ class CompositorSettings:
 
 
 def read_background(path: Path, width: int, height: int) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError(f"--background {path} is not a readable image")
-    return cover(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), width, height)
+    # Four times the output's side leaves enough of any aspect ratio to cover it sharply.
+    image = read_image(path, "--background", longest_side=4 * max(width, height))
+    return cover(image, width, height)
 
 
 def cover_region(source_width: int, source_height: int, width: int, height: int

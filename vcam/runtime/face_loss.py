@@ -7,6 +7,7 @@ goes unnoticed). Then the landmarks ease to the avatar's neutral face over ``eas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,3 +65,26 @@ class FaceLossPolicy:
         weight = smoothstep(easing / self.settings.ease_seconds)
         eased = (1 - weight) * self._last + weight * self._neutral
         return eased.astype(np.float32), FaceState.EASING
+
+
+class FaceAbsence:
+    """Warns once, through ``warn``, when the input has shown no face at all during its
+    first ``after_seconds`` (a face-less video would otherwise just show the neutral avatar)."""
+
+    def __init__(self, warn: Callable[[str], None], after_seconds: float = 2.0) -> None:
+        self.warn = warn
+        self.after_seconds = after_seconds
+        self._started: float | None = None
+        self._settled = False
+
+    def note(self, face_seen: bool, media_time: float) -> None:
+        if self._settled:
+            return
+        if self._started is None:
+            self._started = media_time
+        if face_seen or media_time - self._started >= self.after_seconds:
+            self._settled = True
+            if not face_seen:
+                self.warn(f"no face seen in the first {self.after_seconds:g} s of the input: the "
+                          "avatar shows its neutral face (is a face in view, lit and at least "
+                          "80 px across?)")

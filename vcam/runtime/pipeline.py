@@ -29,7 +29,7 @@ from vcam.runtime.avatars import AvatarLibrary
 from vcam.runtime.capture import FrameSource
 from vcam.runtime.compositor import Compositor, CompositorSettings
 from vcam.runtime.controls import Command, Controls, SelectAvatar
-from vcam.runtime.face_loss import FaceLossPolicy, FaceLossSettings
+from vcam.runtime.face_loss import FaceAbsence, FaceLossPolicy, FaceLossSettings
 from vcam.runtime.frames import Frame, FrameKind
 from vcam.runtime.handoff import Handoff, HandoffClosed
 from vcam.runtime.retarget import Retargeter, RetargetSettings
@@ -122,6 +122,7 @@ class LandmarkWorker:
         self.retargeter = Retargeter(first.neutral_landmarks, library.crop_size(0),
                                      settings.retarget, driver_neutral)
         self.face_loss = FaceLossPolicy(first.neutral_landmarks, settings.face_loss)
+        self.face_absence = FaceAbsence(logger.warning)
 
     def process(self, frame: Frame) -> Frame:
         self._apply_commands()
@@ -132,6 +133,7 @@ class LandmarkWorker:
         if frame.driver_points is None and frame.image is not None and self.tracker is not None:
             face = self.tracker.update(frame.image, frame.media_time)
             frame.driver_points = None if face is None else face.points
+            self.face_absence.note(face is not None, frame.media_time)
         retargeted = (None if frame.driver_points is None
                       else self.retargeter(frame.driver_points, frame.media_time))
         frame.avatar_points, frame.face_state = self.face_loss.update(retargeted,

@@ -16,7 +16,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from vcam.avatar import Avatar
@@ -24,7 +23,13 @@ from vcam.errors import UserError
 from vcam.landmarks.detector import LandmarkDetector, create_detector
 from vcam.landmarks.tracker import FaceTracker
 from vcam.runtime.avatars import AvatarEntry, AvatarLibrary, RendererSettings
-from vcam.runtime.capture import DEFAULT_FPS, CameraSource, FrameSource, VideoFileSource
+from vcam.runtime.capture import (
+    DEFAULT_FPS,
+    CameraSource,
+    FrameSource,
+    VideoFileSource,
+    video_fps,
+)
 from vcam.runtime.compositor import Background, CompositorSettings
 from vcam.runtime.controls import Controls
 from vcam.runtime.demo import DemoAnimation, DemoSource
@@ -83,14 +88,6 @@ class RunSettings:
 
 def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
-
-
-def video_fps(path: Path) -> float:
-    capture = cv2.VideoCapture(str(path))
-    try:
-        return capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
-    finally:
-        capture.release()
 
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
