@@ -1,6 +1,5 @@
 """The signaling server: the token gate, body limits, one call at a time, the client's errors."""
 
-import argparse
 import asyncio
 import json
 import logging
@@ -177,16 +176,14 @@ def test_urls_and_loopback_detection():
 
 
 def test_tokens_never_look_like_an_option_and_the_join_command_survives_argparse(capsys):
-    from vcam.net.call_args import add_call_arguments
-    from vcam.net.cli_call import print_listening
+    from vcam.cli import build_parser
+    from vcam.net.call_runner import print_listening
 
     assert not any(new_token().startswith("-") for _ in range(3000))  # 1 in 64 did before
     print_listening("http://127.0.0.1:8765/call", "-starts-with-a-dash", as_json=False)
     command = next(line.split() for line in capsys.readouterr().out.splitlines()
                    if "vcam call join" in line)
-    parser = argparse.ArgumentParser()
-    add_call_arguments(parser.add_subparsers())
-    args = parser.parse_args([*command[1:-2], "--avatar", "me"])
+    args = build_parser().parse_args([*command[1:-2], "--avatar", "me"])
     assert args.token == "-starts-with-a-dash"
 
 
@@ -227,7 +224,8 @@ def test_a_junk_offer_is_answered_400_and_leaves_the_call_free(junk):
 
 
 def test_an_abandoned_offer_frees_the_call_for_the_real_peer(real_offer):
-    from vcam.net.call import CallSettings, join_connection, serve_connection
+    from vcam.net.call import CallSettings
+    from vcam.net.connection import join_connection, serve_connection
 
     ice = IceSettings(host_addresses=("127.0.0.1",))
     settings = CallSettings(connect_timeout_s=1.5)
@@ -236,7 +234,8 @@ def test_an_abandoned_offer_frees_the_call_for_the_real_peer(real_offer):
     async def scenario():
         stop = asyncio.Event()
         serving = asyncio.ensure_future(serve_connection(
-            "token", LOOPBACK, ice, settings, urls.put_nowait, stop, wait_s=30))
+            "token", LOOPBACK, ice, settings.connect_timeout_s, urls.put_nowait, stop,
+            wait_s=30))
         url = await urls.get()
         # Someone holding the token answers nothing after its offer: the slot is busy a while,
         assert await send_offer(url, "token", real_offer, LOOPBACK)
@@ -244,7 +243,7 @@ def test_an_abandoned_offer_frees_the_call_for_the_real_peer(real_offer):
             await send_offer(url, "token", real_offer, LOOPBACK)
         # then free again for the real peer, who connects.
         await asyncio.sleep(settings.connect_timeout_s + 0.5)
-        joined = await join_connection(url, "token", LOOPBACK, ice, settings)
+        joined = await join_connection(url, "token", LOOPBACK, ice, settings.connect_timeout_s)
         served = await serving
         await joined.pc.close()
         if served is not None:
