@@ -36,8 +36,8 @@ from vcam.models.store import MetaModels, load_models
 from vcam.runtime.avatars import AvatarEntry, AvatarLibrary, RendererSettings
 from vcam.runtime.capture import Captured, VideoFileSource
 from vcam.runtime.compositor import CompositorSettings
+from vcam.runtime.file_sink import FileSink
 from vcam.runtime.pipeline import Pipeline, PipelineSettings, RunSummary
-from vcam.runtime.sinks import FileSink
 from vcam.train.finetune import FineTuneSettings
 
 CLIP_SIZE = (640, 480)

@@ -71,6 +71,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="landmark detector (default: dlib)")
     parser.add_argument("--virtualcam-device", metavar="DEVICE",
                         help="virtual camera to use, e.g. /dev/video4 (default: the first)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --sink file (never the --input file)")
     parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
 

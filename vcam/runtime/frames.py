@@ -59,3 +59,10 @@ class Frame:
     avatar_points: np.ndarray | None = None
     face_state: FaceState = FaceState.NEUTRAL
     rendered: np.ndarray | None = None
+
+
+def check_canvas(canvas: np.ndarray, width: int, height: int) -> None:
+    """ValueError unless ``canvas`` is an RGB uint8 ``height`` x ``width`` image."""
+    if canvas.dtype != np.uint8 or canvas.shape != (height, width, 3):
+        raise ValueError(f"expected an RGB uint8 frame of shape ({height}, {width}, 3), got "
+                         f"{canvas.dtype} {canvas.shape}")

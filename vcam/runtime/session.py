@@ -28,11 +28,11 @@ from vcam.runtime.capture import DEFAULT_FPS, CameraSource, FrameSource, VideoFi
 from vcam.runtime.compositor import Background, CompositorSettings
 from vcam.runtime.controls import Controls
 from vcam.runtime.demo import DemoAnimation, DemoSource
+from vcam.runtime.file_sink import FileSink, check_output_file
 from vcam.runtime.pipeline import Pipeline, PipelineSettings, RunSummary
 from vcam.runtime.retarget import RetargetSettings
 from vcam.runtime.sinks import (
     Display,
-    FileSink,
     Sink,
     SinkSpec,
     VirtualCameraSink,
@@ -79,6 +79,7 @@ class RunSettings:
     landmarks: str = "dlib"
     virtualcam_device: str | None = None
     json: bool = False
+    force: bool = False
 
 
 def default_threads() -> int:
@@ -106,8 +107,17 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
                                 compositor=compositor)
     renderer = RendererSettings(args.backend, args.threads or default_threads(), args.device)
     sinks = tuple(SinkSpec.parse(text) for text in (args.sink or ["virtualcam"]))
+    for spec in sinks:  # before anything slow: a refused file costs nothing
+        if spec.path is not None:
+            check_output_file(spec.path, width, height, args.force, input_files(source))
     return RunSettings(tuple(args.avatar or ()), args.photo, args.model, source, sinks,
-                       renderer, pipeline, args.landmarks, args.virtualcam_device, args.json)
+                       renderer, pipeline, args.landmarks, args.virtualcam_device, args.json,
+                       args.force)
+
+
+def input_files(spec: InputSpec) -> tuple[Path, ...]:
+    """The files a run reads frames from (which no sink may write)."""
+    return () if spec.path is None else (spec.path,)
 
 
 def run(settings: RunSettings) -> RunSummary:
@@ -263,20 +273,24 @@ def build_sinks(settings: RunSettings, entries: list[AvatarEntry], controls: Con
                 ) -> list[Sink]:
     compositor = settings.pipeline.compositor
     return output_sinks(settings.sinks, SinkOptions(
-        compositor.width, compositor.height, settings.pipeline.fps, settings.virtualcam_device),
+        compositor.width, compositor.height, settings.pipeline.fps, settings.virtualcam_device,
+        force=settings.force, inputs=input_files(settings.input)),
         controls, [entry.avatar for entry in entries])
 
 
 @dataclass(frozen=True)
 class SinkOptions:
-    """What the sinks share: the canvas size, the output rate, and the virtual camera to use
-    (``virtualcam_backend``: a pyvirtualcam backend name; None tries every one installed)."""
+    """What the sinks share: the canvas size, the output rate, the virtual camera to use
+    (``virtualcam_backend``: a pyvirtualcam backend name; None tries every one installed),
+    whether files may be replaced (``force``) and the files the run reads (``inputs``)."""
 
     width: int
     height: int
     fps: float
     virtualcam_device: str | None = None
     virtualcam_backend: str | None = None
+    force: bool = False
+    inputs: tuple[Path, ...] = ()
 
 
 def output_sinks(specs: Sequence[SinkSpec], options: SinkOptions, controls: Controls,
@@ -295,5 +309,6 @@ def output_sinks(specs: Sequence[SinkSpec], options: SinkOptions, controls: Cont
                                     [avatar.config.image_size for avatar in avatars],
                                     display))
         elif spec.path is not None:
-            sinks.append(FileSink(spec.path, width, height, fps))
+            sinks.append(FileSink(spec.path, width, height, fps, options.force,
+                                  options.inputs))
     return sinks
