@@ -5,6 +5,10 @@
   spectral norm folded): a plain landmark-image -> frame network;
 - ``enrollment.crops`` (T, S, S, 3) uint8 and ``enrollment.landmarks`` (T, 68, 2) float32:
   the enrollment crops and their landmarks; the first is the avatar's neutral face;
+- optional (format 2): ``backdrop.image`` (H, W, 3) uint8, the enrollment photo around the
+  face (longest side at most 1280 px), and ``backdrop.to_crop`` (2, 3) float32, the affine
+  from its pixels to the neutral crop's (``vcam.backdrop``): what paste-back renders into.
+  Format 1 bundles have none and are still read (they are shown in the tile layout);
 and, in the safetensors header's metadata, a JSON document with the format version, the
 model config, creation time and a SHA-256 checksum over every tensor and the metadata itself.
 Nothing is ever unpickled: safetensors' header is JSON, its body raw numbers.
@@ -24,6 +28,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_tensors
 
+from vcam.backdrop import Backdrop
 from vcam.errors import UserError
 from vcam.files import atomic_write_bytes
 from vcam.models.blocks import fold_spectral_norm
@@ -31,7 +36,9 @@ from vcam.models.config import ModelConfig
 from vcam.models.generator import Generator, PersonalisedGenerator
 
 AVATAR_FORMAT = "vcam-avatar"
-AVATAR_VERSION = 1
+AVATAR_VERSION = 2
+# Format 1 lacks the optional backdrop; it is read as it is.
+READABLE_VERSIONS = (1, 2)
 SUFFIX = ".avatar.safetensors"
 METADATA_KEY = "vcam_avatar"
 # Larger files are refused before they are read (the paper config's G is about 190 MB).
@@ -50,6 +57,7 @@ class Avatar:
     landmarks: np.ndarray
     info: dict
     checksum: str = ""  # of the bundle it was loaded from; empty for a fresh enrollment
+    backdrop: Backdrop | None = None  # the photo around the face, for paste-back
 
     @property
     def neutral_landmarks(self) -> np.ndarray:
@@ -69,6 +77,10 @@ class Avatar:
         tensors["enrollment.crops"] = torch.from_numpy(np.ascontiguousarray(self.crops))
         tensors["enrollment.landmarks"] = torch.from_numpy(
             np.ascontiguousarray(self.landmarks, dtype=np.float32))
+        if self.backdrop is not None:
+            tensors["backdrop.image"] = torch.from_numpy(np.ascontiguousarray(self.backdrop.image))
+            tensors["backdrop.to_crop"] = torch.from_numpy(
+                np.ascontiguousarray(self.backdrop.to_crop, dtype=np.float32))
         return tensors
 
     def metadata(self) -> dict:
@@ -135,9 +147,10 @@ def read_bundle(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 def verified(path: Path, tensors: dict[str, torch.Tensor], document: dict) -> Avatar:
     if document.get("format") != AVATAR_FORMAT:
         raise UserError(f"{path} is not a vcam avatar")
-    if document.get("version") != AVATAR_VERSION:
+    if document.get("version") not in READABLE_VERSIONS:
         raise UserError(f"{path} is avatar format {document.get('version')}; this vcam reads "
-                        f"{AVATAR_VERSION}: enroll again with this version")
+                        f"{', '.join(map(str, READABLE_VERSIONS))}: enroll again with this "
+                        "version")
     stored = document.pop("checksum", None)
     if not isinstance(stored, str) or stored != checksum(tensors, document):
         raise UserError(f"{path} failed its checksum: the file was altered or damaged")
@@ -149,9 +162,20 @@ def verified(path: Path, tensors: dict[str, torch.Tensor], document: dict) -> Av
         state = {key.removeprefix("generator."): value for key, value in tensors.items()
                  if key.startswith("generator.")}
         return Avatar(name, config, state, tensors["enrollment.crops"].numpy(),
-                      tensors["enrollment.landmarks"].numpy(), document, stored)
+                      tensors["enrollment.landmarks"].numpy(), document, stored,
+                      stored_backdrop(tensors))
     except (KeyError, ValueError) as error:
         raise UserError(f"{path} is missing part of an avatar ({error})") from None
+
+
+def stored_backdrop(tensors: dict[str, torch.Tensor]) -> Backdrop | None:
+    """The bundle's optional backdrop (ValueError when only half of it is there)."""
+    image, to_crop = tensors.get("backdrop.image"), tensors.get("backdrop.to_crop")
+    if image is None and to_crop is None:
+        return None
+    if image is None or to_crop is None:
+        raise ValueError("backdrop.image and backdrop.to_crop come together")
+    return Backdrop(image.numpy(), to_crop.numpy())
 
 
 def vcam_home() -> Path:

@@ -79,7 +79,7 @@ def test_photo_is_enrolled_on_the_fly_and_drives_the_demo(tiny_model, tmp_path, 
     code = run_from_args(parse("--photo", str(photo), "--model", str(tiny_model), "--input",
                                "demo", "--sink", f"file:{out}", "--size", "320x240",
                                "--max-frames", "6", "--fps", "60", "--mirror",
-                               "--background", "blur"))
+                               "--layout", "tile", "--background", "blur"))
     assert code == 0
     printed = capsys.readouterr().out
     assert "frame limit (6)" in printed and "captured" in printed
@@ -167,7 +167,8 @@ def test_options_are_checked_at_the_edge(bundle):
         parse("--avatar", "a", "--photo", "b.png")  # one or the other
     settings = settings_from_args(parse("--avatar", "a", "--avatar", "b", "--input", "demo",
                                         "--sink", "window", "--sink", "virtualcam",
-                                        "--retarget", "raw", "--follow-head"))
+                                        "--retarget", "raw", "--follow-head",
+                                        "--layout", "tile"))
     assert settings.avatars == ("a", "b") and len(settings.sinks) == 2
     assert settings.pipeline.retarget.mode == "raw"
     assert settings.pipeline.compositor.follow_head

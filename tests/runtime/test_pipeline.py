@@ -68,7 +68,8 @@ def face_clip(tmp_path_factory) -> Path:
 
 
 def settings(**changes) -> PipelineSettings:
-    compositor = CompositorSettings(WIDTH, HEIGHT, Background("colour", RED))
+    """The tile layout on a known colour (paste-back has its own tests)."""
+    compositor = CompositorSettings(WIDTH, HEIGHT, Background("colour", RED), layout="tile")
     return PipelineSettings(**({"compositor": compositor, "log_every": 0} | changes))
 
 

@@ -19,6 +19,7 @@ from vcam.arguments import non_negative_int, positive_int, positive_number
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
 RETARGET_CHOICES = ("relative", "raw")  # vcam.runtime.retarget.RETARGET_MODES
 LANDMARK_CHOICES = ("dlib", "face-alignment")
+LAYOUT_CHOICES = ("paste", "tile")  # vcam.runtime.compositor.LAYOUTS
 logger = logging.getLogger("vcam.runtime")
 
 
@@ -61,12 +62,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retarget", choices=RETARGET_CHOICES, default="relative",
                         help="relative: your motion on the avatar's face shape (default); "
                         "raw: your own landmarks (when the avatar is you)")
+    parser.add_argument("--layout", choices=LAYOUT_CHOICES, default="paste",
+                        help="paste: the avatar's face pasted back into its enrollment photo, "
+                        "like a webcam picture (default); tile: the face crop on a background")
     parser.add_argument("--background", default="#202020", metavar="COLOUR|blur|IMAGE",
-                        help="behind the avatar: a colour '#RRGGBB', 'blur' (your blurred "
-                        "camera image) or an image file")
+                        help="a colour '#RRGGBB' for any bars beside the photo; with --layout "
+                        "tile, behind the tile: a colour, 'blur' (your blurred camera image) or "
+                        "an image file")
     parser.add_argument("--mirror", action="store_true", help="flip the output left-right")
     parser.add_argument("--follow-head", action="store_true",
-                        help="move the avatar with your head instead of keeping it centred")
+                        help="--layout tile: move the tile with your head instead of keeping "
+                        "it centred")
     parser.add_argument("--landmarks", choices=LANDMARK_CHOICES, default="dlib",
                         help="landmark detector (default: dlib)")
     parser.add_argument("--virtualcam-device", metavar="DEVICE",

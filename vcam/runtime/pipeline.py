@@ -221,7 +221,8 @@ class Pipeline:
         self.landmarks = LandmarkWorker(tracker, library, settings, self.controls,
                                         driver_neutral)
         self.renderer = RenderWorker(library)
-        self.compositor = Compositor(settings.compositor)
+        self.compositor = Compositor(settings.compositor,
+                                     [library.avatar(index) for index in range(len(library))])
         self.face_states: Counter[str] = Counter()
         self.frames_by_avatar: Counter[str] = Counter()
         self._avatar_names = library.names

@@ -25,7 +25,7 @@ from vcam.landmarks.detector import LandmarkDetector, create_detector
 from vcam.landmarks.tracker import FaceTracker
 from vcam.runtime.avatars import AvatarEntry, AvatarLibrary, RendererSettings
 from vcam.runtime.capture import DEFAULT_FPS, CameraSource, FrameSource, VideoFileSource
-from vcam.runtime.compositor import Background, CompositorSettings
+from vcam.runtime.compositor import Background, CompositorSettings, check_layout
 from vcam.runtime.controls import Controls
 from vcam.runtime.demo import DemoAnimation, DemoSource
 from vcam.runtime.file_sink import FileSink, check_output_file
@@ -100,7 +100,9 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     fps = args.fps or (video_fps(source.path) if source.path is not None else DEFAULT_FPS)
     width, height = args.size
     compositor = CompositorSettings(width, height, Background.parse(args.background),
-                                    follow_head=args.follow_head, mirror=args.mirror)
+                                    follow_head=args.follow_head, mirror=args.mirror,
+                                    layout=args.layout)
+    check_layout(compositor)
     pipeline = PipelineSettings(fps=fps, max_frames=args.max_frames,
                                 retarget=RetargetSettings(mode=args.retarget,
                                                           move_in_crop=not args.follow_head),
@@ -229,7 +231,9 @@ def default_avatar_entry(settings: RunSettings, detector: LandmarkDetector | Non
                        load_models(model_path), detector, FineTuneSettings(),
                        str(model_path))
     save_avatar(avatar, cached, force=True)
-    return AvatarEntry(avatar, cached)
+    # Loaded back: the saved bundle's checksum finds (or makes) its ONNX form, so even the
+    # first run renders with ONNX Runtime.
+    return AvatarEntry(load_avatar(cached), cached)
 
 
 def default_avatar_path(model_checksum: str) -> Path:
