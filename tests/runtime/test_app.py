@@ -107,6 +107,8 @@ def test_built_in_avatar_is_enrolled_once_per_model_and_cached(tiny_model, tmp_p
     run_demo(tmp_path / "first.mp4")
     cached = list((vcam_home / "cache").glob("astronaut-*.avatar.safetensors"))
     assert len(cached) == 1
+    # rendered with ONNX Runtime from this first run: the saved bundle's ONNX form exists
+    assert len(list((vcam_home / "compiled").glob("*/generator-fp32.onnx"))) == 1
     first_write = cached[0].stat().st_mtime_ns
     run_demo(tmp_path / "second.mp4")
     assert cached[0].stat().st_mtime_ns == first_write  # reused, not enrolled again
@@ -125,6 +127,15 @@ def test_demo_written_to_a_file_is_a_ten_second_clip_with_every_frame(tiny_model
     assert report["frames_captured"] == report["frames_output"] == 50
     assert report["dropped"] == 0
     assert frame_count(out) == 50
+
+
+def test_int8_precision_renders_with_the_quantised_model(bundle, clip, tmp_path, vcam_home):
+    out = tmp_path / "int8.mp4"
+    assert run_from_args(parse("--avatar", str(bundle), "--input", str(clip), "--sink",
+                               f"file:{out}", "--size", "160x120", "--max-frames", "3",
+                               "--precision", "int8")) == 0
+    assert frame_count(out) == 3
+    assert len(list((vcam_home / "compiled").glob("*/generator-int8.onnx"))) == 1
 
 
 def test_no_avatar_and_no_model_is_a_clear_error(clip, monkeypatch, tmp_path):

@@ -9,6 +9,19 @@ face and hair. The mask is drawn from the landmarks: the neutral face's region (
 photo's own face is always covered) joined with the current one (so a turned, tilted or
 moved head is covered too), heavily feathered and faded out before the crop's border, so no
 seam and no square edge shows.
+
+The generator's crops are softer than the photo around them; a light unsharp mask on the
+crop (``SHARPEN``) brings the face's sharpness close to the photo's. Measured on the built-in
+avatar with the shipped model, over the face in the 1280x720 output: variance of the
+Laplacian (photo: 28.3) on the neutral face / mean of 8 demo poses, and on the neutral face
+(where the photo is the truth) PSNR and SSIM against the photo:
+
+    none          19.6 / 13.7   41.6 dB  0.9940
+    amount 0.3    26.2 / 17.9   42.8 dB  0.9956
+    amount 0.5    31.3 / 21.1   42.6 dB  0.9948   <- kept: moving faces are the softer ones
+    amount 0.7    36.6 / 24.5   41.7 dB  0.9928
+    amount 1.0    45.9 / 30.4   39.7 dB  0.9875
+    detail 0.5    34.6 / 23.3   40.4 dB  0.9917   (the photo's high frequencies, warped)
 """
 
 from __future__ import annotations
@@ -33,6 +46,9 @@ MASK_GROWTH = 1.12
 MASK_SHRINK = 4
 MASK_SOFTNESS = 0.045
 BORDER_FADE = 0.12
+# Unsharp mask on the rendered crop: crop + SHARPEN * (crop - blur(crop, SHARPEN_SIGMA px)).
+SHARPEN = 0.5
+SHARPEN_SIGMA = 1.0
 
 
 def view_transform(image_size: tuple[int, int], face: tuple[float, float, float],
@@ -158,7 +174,9 @@ class PasteBack:
     """One avatar's photo, fitted to the output, with each rendered crop pasted back."""
 
     def __init__(self, backdrop: Backdrop, crop_size: int, neutral: np.ndarray, width: int,
-                 height: int, bar_colour: tuple[int, int, int] = (0, 0, 0)) -> None:
+                 height: int, bar_colour: tuple[int, int, int] = (0, 0, 0),
+                 sharpen: float = SHARPEN) -> None:
+        self.sharpen = sharpen
         view = view_transform((backdrop.image.shape[1], backdrop.image.shape[0]),
                               backdrop.face_window(crop_size), width, height)
         self.still = cv2.warpAffine(backdrop.image, view, (width, height),
@@ -184,6 +202,9 @@ class PasteBack:
         if rendered is None or self.region.empty:
             return
         region = self.region
+        if self.sharpen > 0:
+            blurred = cv2.GaussianBlur(rendered, (0, 0), SHARPEN_SIGMA)
+            rendered = cv2.addWeighted(rendered, 1 + self.sharpen, blurred, -self.sharpen, 0)
         placed_crop = cv2.warpAffine(rendered, self._crop_matrix, region.size,
                                      flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         weight = self.weights(points)

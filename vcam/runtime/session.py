@@ -107,7 +107,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
                                 retarget=RetargetSettings(mode=args.retarget,
                                                           move_in_crop=not args.follow_head),
                                 compositor=compositor)
-    renderer = RendererSettings(args.backend, args.threads or default_threads(), args.device)
+    renderer = RendererSettings(args.backend, args.threads or default_threads(), args.device,
+                                args.precision)
     sinks = tuple(SinkSpec.parse(text) for text in (args.sink or ["virtualcam"]))
     for spec in sinks:  # before anything slow: a refused file costs nothing
         if spec.path is not None:
