@@ -16,7 +16,14 @@ from vcam.data.synthetic import astronaut, moving_face_frames, write_video
 from vcam.enroll import Photo, enroll
 from vcam.errors import UserError
 from vcam.models.store import load_models
-from vcam.runtime.app import RETARGET_CHOICES, add_run_arguments, parse_size, run_from_args
+from vcam.runtime.app import (
+    LAYOUT_CHOICES,
+    RETARGET_CHOICES,
+    add_run_arguments,
+    parse_size,
+    run_from_args,
+)
+from vcam.runtime.compositor import LAYOUTS
 from vcam.runtime.retarget import RETARGET_MODES
 from vcam.runtime.session import settings_from_args
 from vcam.train.finetune import FineTuneSettings
@@ -185,6 +192,10 @@ def test_options_are_checked_at_the_edge(bundle):
     assert settings.pipeline.compositor.follow_head
     assert not settings.pipeline.retarget.move_in_crop  # the crop moves instead
     assert settings.pipeline.fps == 30.0
+    assert settings_from_args(parse("--input", "demo")).pipeline.compositor.layout == "paste"
+    for tile_only in (("--follow-head",), ("--background", "blur")):
+        with pytest.raises(UserError, match="--layout tile"):
+            settings_from_args(parse("--input", "demo", *tile_only))
 
 
 def test_defining_the_options_imports_nothing_heavy():
@@ -197,3 +208,4 @@ def test_defining_the_options_imports_nothing_heavy():
                             check=True)
     assert result.stdout.strip() == "[]"
     assert RETARGET_CHOICES == RETARGET_MODES
+    assert LAYOUT_CHOICES == LAYOUTS
