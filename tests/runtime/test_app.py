@@ -80,7 +80,8 @@ def test_file_run_writes_one_frame_per_input_frame_and_reports_json(bundle, clip
     assert frame_count(out) == 12
 
 
-def test_photo_is_enrolled_on_the_fly_and_drives_the_demo(tiny_model, tmp_path, capsys):
+def test_photo_is_enrolled_on_the_fly_and_drives_the_demo(tiny_model, tmp_path, capsys,
+                                                          caplog):
     photo = write_rgb(tmp_path / "me.png", astronaut())
     out = tmp_path / "demo.mp4"
     code = run_from_args(parse("--photo", str(photo), "--model", str(tiny_model), "--input",
@@ -91,6 +92,7 @@ def test_photo_is_enrolled_on_the_fly_and_drives_the_demo(tiny_model, tmp_path, 
     printed = capsys.readouterr().out
     assert "frame limit (6)" in printed and "captured" in printed
     assert 1 <= frame_count(out) <= 6
+    assert "rendering with onnxruntime" in caplog.text  # exported for this run only
 
 
 def test_avatar_by_name_from_the_data_folder(bundle, clip, tmp_path, vcam_home):

@@ -9,8 +9,10 @@ object that owns the models) and runs the :class:`~vcam.runtime.pipeline.Pipelin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -145,6 +147,9 @@ def run(settings: RunSettings) -> RunSummary:
             devices.enter_context(sink)
         if needs_detector and detector is None:
             detector = create_landmark_detector(settings)
+        if settings.photo is not None:  # never saved: its ONNX form lives for this run only
+            scratch = Path(devices.enter_context(tempfile.TemporaryDirectory(prefix="vcam-")))
+            entries = [dataclasses.replace(entry, compiled_dir=scratch) for entry in entries]
         library = devices.enter_context(AvatarLibrary(entries, settings.renderer))
         log_backends(library)
         tracker = None if detector is None else FaceTracker(detector)
