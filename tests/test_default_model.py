@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from vcam.landmarks.shape_basis import load_shape_basis
 from vcam.models.generator import generator_input
 from vcam.models.store import default_model_path, load_models, shipped_shape_basis_path
 from vcam.runtime.demo import DemoAnimation
+from vcam.runtime.paste_back import PasteBack
 from vcam.warp import WarpGuide
 
 MAX_SHIPPED_BYTES = 50 * 1000 * 1000
@@ -64,6 +66,16 @@ def test_main_job_renders_the_built_in_avatar_from_the_demo(tmp_path):
     rendered = render(avatar, pose)
     noise = np.random.default_rng(0).integers(0, 256, warped.shape, dtype=np.uint8)
     assert grey_ssim(rendered, warped) > 0.5 > grey_ssim(noise, warped)
+    # What the README says the user sees: an H.264 file of the astronaut photo filling the
+    # frame (away from the face, the photo itself), her face the avatar's.
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and (stream.width, stream.height) == (1280,
+                                                                                         720)
+        first = next(container.decode(stream)).to_ndarray(format="rgb24").astype(int)
+    paste = PasteBack(avatar.backdrop, avatar.config.image_size, avatar.neutral_landmarks,
+                      1280, 720)
+    assert np.abs(first[:200, :250] - paste.still[:200, :250]).mean() < 6  # the flag
 
 
 def render(avatar, points: np.ndarray) -> np.ndarray:

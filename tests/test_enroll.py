@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import write_rgb
-from vcam.avatar import load_avatar, save_avatar
+from vcam.avatar import AVATAR_VERSION, load_avatar, save_avatar
 from vcam.cli import main
 from vcam.data.synthetic import moving_face_frames, write_video
 from vcam.enroll import Photo, enroll, read_photo, reconstruction_error
@@ -107,7 +107,9 @@ def test_damaged_bundles_are_refused_in_one_line(bundle, tmp_path, damage):
 
 
 def test_other_format_versions_are_refused(bundle, tmp_path):
-    text = bundle.read_bytes().replace(b'\\"version\\": 1', b'\\"version\\": 9')
+    written = f'\\"version\\": {AVATAR_VERSION}'.encode()
+    assert written in bundle.read_bytes()
+    text = bundle.read_bytes().replace(written, b'\\"version\\": 9')
     (tmp_path / "v9.avatar.safetensors").write_bytes(text)
     with pytest.raises(UserError, match="format 9"):
         load_avatar(tmp_path / "v9.avatar.safetensors")

@@ -5,6 +5,10 @@
   spectral norm folded): a plain landmark-image -> frame network;
 - ``enrollment.crops`` (T, S, S, 3) uint8 and ``enrollment.landmarks`` (T, 68, 2) float32:
   the enrollment crops and their landmarks; the first is the avatar's neutral face;
+- optional (format 2): ``backdrop.image`` (H, W, 3) uint8, the enrollment photo around the
+  face (longest side at most 1280 px), and ``backdrop.to_crop`` (2, 3) float32, the affine
+  from its pixels to the neutral crop's (``vcam.backdrop``): what paste-back renders into.
+  Format 1 bundles have none and are still read (they are shown in the tile layout);
 and, in the safetensors header's metadata, a JSON document with the format version, the
 model config, creation time and a SHA-256 checksum over every tensor and the metadata itself.
 Nothing is ever unpickled: safetensors' header is JSON, its body raw numbers.
@@ -25,13 +29,16 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_tensors
 
 from vcam.avatar_checks import GENERATOR_PREFIX, BundleProblem, check_bundle, valid_name
+from vcam.backdrop import Backdrop
 from vcam.errors import UserError
 from vcam.files import atomic_write_bytes
 from vcam.models.config import ModelConfig
 from vcam.models.generator import Generator, PersonalisedGenerator
 
 AVATAR_FORMAT = "vcam-avatar"
-AVATAR_VERSION = 1
+AVATAR_VERSION = 2
+# Format 1 lacks the optional backdrop; it is read as it is.
+READABLE_VERSIONS = (1, 2)
 SUFFIX = ".avatar.safetensors"
 METADATA_KEY = "vcam_avatar"
 # Larger files are refused before they are read (the paper config's G is about 190 MB).
@@ -50,6 +57,7 @@ class Avatar:
     landmarks: np.ndarray
     info: dict
     checksum: str = ""  # of the bundle it was loaded from; empty for a fresh enrollment
+    backdrop: Backdrop | None = None  # the photo around the face, for paste-back
 
     @property
     def neutral_landmarks(self) -> np.ndarray:
@@ -69,6 +77,10 @@ class Avatar:
         tensors["enrollment.crops"] = torch.from_numpy(np.ascontiguousarray(self.crops))
         tensors["enrollment.landmarks"] = torch.from_numpy(
             np.ascontiguousarray(self.landmarks, dtype=np.float32))
+        if self.backdrop is not None:
+            tensors["backdrop.image"] = torch.from_numpy(np.ascontiguousarray(self.backdrop.image))
+            tensors["backdrop.to_crop"] = torch.from_numpy(
+                np.ascontiguousarray(self.backdrop.to_crop, dtype=np.float32))
         return tensors
 
     def metadata(self) -> dict:
@@ -140,11 +152,13 @@ def verified(path: Path, tensors: dict[str, torch.Tensor], document: dict) -> Av
     have passed; a one-line ``UserError`` otherwise."""
     if document.get("format") != AVATAR_FORMAT:
         raise UserError(f"{path} is not a vcam avatar")
-    if document.get("version") != AVATAR_VERSION:
+    if document.get("version") not in READABLE_VERSIONS:
         raise UserError(f"{path} is avatar format {str(document.get('version'))[:20]}; this "
-                        f"vcam reads {AVATAR_VERSION}: enroll again with this version")
+                        f"vcam reads {', '.join(map(str, READABLE_VERSIONS))}: enroll again "
+                        "with this version")
     try:
         config = check_bundle(tensors, document)
+        backdrop = stored_backdrop(tensors)
     except BundleProblem as error:
         raise UserError(f"{path} is not a usable avatar: {error}") from None
     stored = document.pop("checksum", None)
@@ -155,7 +169,21 @@ def verified(path: Path, tensors: dict[str, torch.Tensor], document: dict) -> Av
     state = {key.removeprefix(GENERATOR_PREFIX): value for key, value in tensors.items()
              if key.startswith(GENERATOR_PREFIX)}
     return Avatar(document["name"], config, state, tensors["enrollment.crops"].numpy(),
-                  tensors["enrollment.landmarks"].numpy(), info, stored)
+                  tensors["enrollment.landmarks"].numpy(), info, stored, backdrop)
+
+
+def stored_backdrop(tensors: dict[str, torch.Tensor]) -> Backdrop | None:
+    """The bundle's optional backdrop (entries already checked by ``check_bundle``);
+    ``BundleProblem`` when only half of it is there or its transform is unusable."""
+    image, to_crop = tensors.get("backdrop.image"), tensors.get("backdrop.to_crop")
+    if image is None and to_crop is None:
+        return None
+    if image is None or to_crop is None:
+        raise BundleProblem("backdrop.image and backdrop.to_crop come together")
+    try:
+        return Backdrop(image.numpy(), to_crop.numpy())
+    except ValueError as error:
+        raise BundleProblem(str(error)) from None
 
 
 def vcam_home() -> Path:

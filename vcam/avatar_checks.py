@@ -16,6 +16,7 @@ from types import MappingProxyType
 
 import torch
 
+from vcam.backdrop import MAX_SIDE as BACKDROP_MAX_SIDE
 from vcam.models.config import ModelConfig, config_from_file
 from vcam.models.generator import Generator, PersonalisedGenerator
 
@@ -55,7 +56,15 @@ REQUIRED_ENTRIES: Mapping[str, EntryRule] = MappingProxyType({
         lambda shape, enrollment: shape == (enrollment.frames, LANDMARK_POINTS, 2)),
 })
 # Entries a bundle may carry or lack; each is checked like a required one when present.
-OPTIONAL_ENTRIES: Mapping[str, EntryRule] = MappingProxyType({})
+OPTIONAL_ENTRIES: Mapping[str, EntryRule] = MappingProxyType({
+    # Format 2: the enrollment photo around the face and its affine to the neutral crop
+    # (vcam.backdrop; the two come together, which vcam.avatar checks).
+    "backdrop.image": EntryRule(
+        torch.uint8, f"(H, W, 3), 1 to {BACKDROP_MAX_SIDE} px a side",
+        lambda shape, _: len(shape) == 3 and shape[2] == 3
+        and min(shape[:2]) >= 1 and max(shape[:2]) <= BACKDROP_MAX_SIDE),
+    "backdrop.to_crop": EntryRule(torch.float32, "(2, 3)", lambda shape, _: shape == (2, 3)),
+})
 
 
 def valid_name(name: object) -> bool:

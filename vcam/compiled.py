@@ -111,8 +111,9 @@ def generator_source(avatar: Avatar, backend: str, precision: str = "fp32",
         path: Path | None = folder / f"generator-{precision}.onnx"
     else:
         path = onnx_path(avatar, precision) if avatar.checksum else None
-    if path is not None and backend in ONNX_BACKENDS and not path.exists() and \
-            precision != "int8":
+    # TensorRT calibrates INT8 itself from the FP32 graph; ONNX Runtime needs the QDQ file.
+    exports = precision != "int8" or backend != "tensorrt"
+    if path is not None and backend in ONNX_BACKENDS and not path.exists() and exports:
         if announce:
             print(f"vcam: exporting {avatar.name}'s generator to ONNX ({precision}) once",
                   file=sys.stderr)

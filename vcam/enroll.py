@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from vcam.avatar import Avatar, now
+from vcam.backdrop import Backdrop, backdrop_from_photo
 from vcam.data.sources import ClipReader, ClipSource, sane_fps
 from vcam.errors import UserError
 from vcam.images import to_tensor
@@ -44,11 +45,13 @@ class Photo:
 
 @dataclass
 class Enrollment:
-    """Aligned crops (T, S, S, 3) uint8, their landmarks (T, 68, 2) and any warnings."""
+    """Aligned crops (T, S, S, 3) uint8, their landmarks (T, 68, 2), any warnings, and the
+    first photo around the face (for paste-back)."""
 
     crops: np.ndarray
     landmarks: np.ndarray
     warnings: list[str] = field(default_factory=list)
+    backdrop: Backdrop | None = None
 
 
 def read_photo(path: Path) -> Photo:
@@ -101,13 +104,14 @@ def face_landmarks(photo: Photo, detector: LandmarkDetector,
 
 def align_photos(photos: list[Photo], detector: LandmarkDetector, size: int) -> Enrollment:
     warnings: list[str] = []
-    crops, landmarks = [], []
+    crops, landmarks, transforms = [], [], []
     for photo in photos:
         points = face_landmarks(photo, detector, warnings)
-        transform = crop_transform_for(points, size=size)
-        crops.append(crop_face(photo.image, transform))
-        landmarks.append(transform.to_crop(points))
-    return Enrollment(np.stack(crops), np.stack(landmarks).astype(np.float32), warnings)
+        transforms.append(crop_transform_for(points, size=size))
+        crops.append(crop_face(photo.image, transforms[-1]))
+        landmarks.append(transforms[-1].to_crop(points))
+    return Enrollment(np.stack(crops), np.stack(landmarks).astype(np.float32), warnings,
+                      backdrop_from_photo(photos[0].image, transforms[0]))
 
 
 def enrollment_tensors(enrollment: Enrollment) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,7 +160,7 @@ def enroll(photos: list[Photo], name: str, models: MetaModels, detector: Landmar
             "shots": len(photos), "finetune_steps": settings.steps, "model": model_label,
             "final_losses": history[-1] if history else {}}
     avatar = Avatar(name, models.config, deployable.state_dict(), enrollment.crops,
-                    enrollment.landmarks, info)
+                    enrollment.landmarks, info, backdrop=enrollment.backdrop)
     return avatar, enrollment
 
 

@@ -14,11 +14,12 @@ import pytest
 from tests.conftest import write_rgb
 from vcam.avatar import load_avatar, save_avatar
 from vcam.commands.options import RETARGET_CHOICES, parse_size
-from vcam.commands.run import add_arguments, run
+from vcam.commands.run import LAYOUT_CHOICES, add_arguments, run
 from vcam.data.synthetic import astronaut, moving_face_frames, write_video
 from vcam.enroll import Photo, enroll
 from vcam.errors import UserError
 from vcam.models.store import load_models
+from vcam.runtime.compositor import LAYOUTS
 from vcam.runtime.retarget import RETARGET_MODES
 from vcam.runtime.session import settings_from_args
 from vcam.train.finetune import FineTuneSettings
@@ -70,17 +71,19 @@ def test_file_run_writes_one_frame_per_input_frame_and_reports_json(bundle, clip
     assert frame_count(out) == 12
 
 
-def test_photo_is_enrolled_on_the_fly_and_drives_the_demo(tiny_model, tmp_path, capsys):
+def test_photo_is_enrolled_on_the_fly_and_drives_the_demo(tiny_model, tmp_path, capsys,
+                                                          caplog):
     photo = write_rgb(tmp_path / "me.png", astronaut())
     out = tmp_path / "demo.mp4"
     code = run(parse("--photo", str(photo), "--model", str(tiny_model), "--input",
                                "demo", "--sink", f"file:{out}", "--size", "320x240",
                                "--max-frames", "6", "--fps", "60", "--mirror",
-                               "--background", "blur"))
+                               "--layout", "tile", "--background", "blur"))
     assert code == 0
     printed = capsys.readouterr().out
     assert "frame limit (6)" in printed and "captured" in printed
     assert 1 <= frame_count(out) <= 6
+    assert "rendering with onnxruntime" in caplog.text  # exported for this run only
 
 
 def test_avatar_by_name_from_the_data_folder(bundle, clip, tmp_path, vcam_home):
@@ -104,6 +107,8 @@ def test_built_in_avatar_is_enrolled_once_per_model_and_cached(tiny_model, tmp_p
     run_demo(tmp_path / "first.mp4")
     cached = list((vcam_home / "cache").glob("astronaut-*.avatar.safetensors"))
     assert len(cached) == 1
+    # rendered with ONNX Runtime from this first run: the saved bundle's ONNX form exists
+    assert len(list((vcam_home / "compiled").glob("*/generator-fp32.onnx"))) == 1
     first_write = cached[0].stat().st_mtime_ns
     run_demo(tmp_path / "second.mp4")
     assert cached[0].stat().st_mtime_ns == first_write  # reused, not enrolled again
@@ -137,6 +142,15 @@ def test_demo_written_to_a_file_is_a_ten_second_clip_with_every_frame(tiny_model
     assert report["frames_captured"] == report["frames_output"] == 50
     assert report["dropped"] == 0
     assert frame_count(out) == 50
+
+
+def test_int8_precision_renders_with_the_quantised_model(bundle, clip, tmp_path, vcam_home):
+    out = tmp_path / "int8.mp4"
+    assert run(parse("--avatar", str(bundle), "--input", str(clip), "--sink",
+                               f"file:{out}", "--size", "160x120", "--max-frames", "3",
+                               "--precision", "int8")) == 0
+    assert frame_count(out) == 3
+    assert len(list((vcam_home / "compiled").glob("*/generator-int8.onnx"))) == 1
 
 
 def test_no_avatar_and_no_model_is_a_clear_error(clip, monkeypatch, tmp_path):
@@ -179,16 +193,22 @@ def test_options_are_checked_at_the_edge(bundle):
         parse("--avatar", "a", "--photo", "b.png")  # one or the other
     settings = settings_from_args(parse("--avatar", "a", "--avatar", "b", "--input", "demo",
                                         "--sink", "window", "--sink", "virtualcam",
-                                        "--retarget", "raw", "--follow-head"))
+                                        "--retarget", "raw", "--follow-head",
+                                        "--layout", "tile"))
     assert settings.avatars == ("a", "b") and len(settings.sinks) == 2
     assert settings.pipeline.retarget.mode == "raw"
     assert settings.pipeline.compositor.follow_head
     assert not settings.pipeline.retarget.move_in_crop  # the crop moves instead
     assert settings.pipeline.fps == 30.0
+    assert settings_from_args(parse("--input", "demo")).pipeline.compositor.layout == "paste"
+    for tile_only in (("--follow-head",), ("--background", "blur")):
+        with pytest.raises(UserError, match="--layout tile"):
+            settings_from_args(parse("--input", "demo", *tile_only))
 
 
 def test_the_retarget_choices_are_the_runtime_modes():
     assert RETARGET_CHOICES == RETARGET_MODES
+    assert LAYOUT_CHOICES == LAYOUTS
 
 
 @pytest.fixture(scope="module")

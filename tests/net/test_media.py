@@ -59,7 +59,8 @@ def private_tmp(tmp_path, monkeypatch) -> Path:
 def receive_settings(*sinks: SinkSpec, backend: str = "onnxruntime", threads: int = 1
                      ) -> ReceiveSettings:
     return ReceiveSettings(sinks, RendererSettings(backend, threads, "cpu"),
-                           CompositorSettings(WIDTH, HEIGHT, Background("colour", GREEN)),
+                           CompositorSettings(WIDTH, HEIGHT, Background("colour", GREEN),
+                                              layout="tile"),  # a known background colour
                            virtualcam_backend=VIRTUALCAM_BACKEND)
 
 

@@ -9,11 +9,11 @@ import pytest
 from vcam.errors import UserError
 from vcam.runtime.compositor import CARD_COLOUR, Background, Compositor, CompositorSettings
 from vcam.runtime.controls import Command, Controls, SelectAvatar, handle_key
+from vcam.runtime.file_sink import FileSink
 from vcam.runtime.frames import FaceState, Frame, FrameKind
 from vcam.runtime.preview import PreviewLayout, overlay_lines
 from vcam.runtime.sinks import (
     V4L2LOOPBACK_SETUP,
-    FileSink,
     SinkSpec,
     check_canvas,
     display_available,

@@ -28,9 +28,10 @@ from vcam.runtime.capture import CameraSource, ReconnectSettings, VideoFileSourc
 from vcam.runtime.compositor import Background, CompositorSettings
 from vcam.runtime.controls import Controls
 from vcam.runtime.demo import DemoAnimation, DemoSource
+from vcam.runtime.file_sink import FileSink
 from vcam.runtime.frames import Frame
 from vcam.runtime.pipeline import Pipeline, PipelineSettings
-from vcam.runtime.sinks import FileSink, VirtualCameraSink, WindowSink
+from vcam.runtime.sinks import VirtualCameraSink, WindowSink
 from vcam.runtime.stats import StatsSnapshot
 from vcam.train.finetune import FineTuneSettings
 
@@ -66,7 +67,8 @@ def face_clip(tmp_path_factory) -> Path:
 
 
 def settings(**changes) -> PipelineSettings:
-    compositor = CompositorSettings(WIDTH, HEIGHT, Background("colour", RED))
+    """The tile layout on a known colour (paste-back has its own tests)."""
+    compositor = CompositorSettings(WIDTH, HEIGHT, Background("colour", RED), layout="tile")
     return PipelineSettings(**({"compositor": compositor, "log_every": 0} | changes))
 
 
@@ -265,7 +267,7 @@ def test_ctrl_c_stops_cleanly_and_releases_everything(library, camera_frames, tm
     assert summary.reason == "interrupted (Ctrl-C)"
     assert no_pipeline_threads_left()
     assert camera.released
-    assert interrupter.closed and file_sink._writer is None
+    assert interrupter.closed and not file_sink.is_open
     assert len(read_frames(tmp_path / "out.mp4")) == file_sink.frames_written >= 5
 
 
@@ -345,5 +347,5 @@ def test_an_error_in_a_stage_stops_the_pipeline_and_is_raised(library, face_clip
     pipeline = Pipeline(VideoFileSource(face_clip), library, [file_sink, broken], settings())
     with pytest.raises(OSError, match="disk full"):
         pipeline.run()
-    assert broken.closed and file_sink._writer is None
+    assert broken.closed and not file_sink.is_open
     assert no_pipeline_threads_left()

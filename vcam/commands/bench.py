@@ -139,6 +139,10 @@ def add_pipeline_bench(benches) -> None:
     command.add_argument("--frames", type=positive_int, default=150)
     add_backend_option(command, "inference engine (default: the fastest available)")
     command.add_argument("--threads", type=positive_int)
+    command.add_argument("--layout", choices=("paste", "tile"), default="paste",
+                         help="as `vcam run --layout` (default: paste-back into the photo)")
+    command.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                         help="ONNX Runtime model (int8: quantised, exported once)")
     command.add_argument("--json", action="store_true")
 
 
@@ -146,7 +150,8 @@ def run_pipeline_bench_command(args: argparse.Namespace) -> int:
     from vcam.bench.pipeline import pipeline_bench_lines, run_pipeline_bench
 
     report = run_pipeline_bench(args.config, args.frames, args.backend, args.threads,
-                                generator=args.generator, model=args.model)
+                                generator=args.generator, model=args.model,
+                                layout=args.layout, precision=args.precision)
     print(json.dumps(report, indent=1) if args.json else "\n".join(pipeline_bench_lines(report)))
     return 0
 

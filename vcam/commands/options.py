@@ -90,8 +90,9 @@ def add_media_options(parser: argparse.ArgumentParser, call: bool) -> None:
     parser.add_argument("--background", default="#202020",
                         metavar="COLOUR|IMAGE" if call else "COLOUR|blur|IMAGE",
                         help="behind the peer's avatar: a colour '#RRGGBB' or an image file "
-                        "(default: #202020)" if call else "behind the avatar: a colour "
-                        "'#RRGGBB', 'blur' (your blurred camera image) or an image file")
+                        "(default: #202020)" if call else "a colour '#RRGGBB' for any bars "
+                        "beside the photo; with --layout tile, behind the tile: a colour, "
+                        "'blur' (your blurred camera image) or an image file")
     parser.add_argument("--mirror", action="store_true",
                         help="flip the peer's picture left-right" if call
                         else "flip the output left-right")

@@ -19,6 +19,7 @@ from vcam.commands.options import add_media_options
 SUMMARY = ("Appear as your avatar: webcam (or a clip, or the demo animation) -> landmarks -> "
            "avatar -> virtual camera, preview window or mp4 file.")
 DESCRIPTION = SUMMARY
+LAYOUT_CHOICES = ("paste", "tile")  # vcam.runtime.compositor.LAYOUTS
 logger = logging.getLogger("vcam.runtime")
 
 
@@ -36,8 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_media_options(parser, call=False)
     parser.add_argument("--max-frames", type=non_negative_int, default=0, metavar="N",
                         help="stop after N input frames (default: run until stopped)")
+    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                        help="int8: ONNX Runtime's quantised model, about a third less CPU "
+                        "per frame (exported once, checked against torch)")
+    parser.add_argument("--layout", choices=LAYOUT_CHOICES, default="paste",
+                        help="paste: the avatar's face pasted back into its enrollment photo, "
+                        "like a webcam picture (default); tile: the face crop on a background "
+                        "(--background blur|IMAGE and --follow-head need it)")
     parser.add_argument("--follow-head", action="store_true",
-                        help="move the avatar with your head instead of keeping it centred")
+                        help="--layout tile: move the tile with your head instead of keeping "
+                        "it centred")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --sink file (never the --input file)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,11 +27,13 @@ from vcam.warp import WarpGuide
 
 @dataclass(frozen=True)
 class RendererSettings:
-    """Which engine renders, and with how many CPU threads (None: the library's choice)."""
+    """Which engine renders, with how many CPU threads (None: the library's choice), and in
+    which precision (``int8``: ONNX Runtime's quantised model, exported once when missing)."""
 
     backend: str = "auto"
     threads: int | None = None
     device: str = "cpu"
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,11 @@ def load_backend(entry: AvatarEntry, settings: RendererSettings,
                  registry: BackendRegistry | None = None) -> Backend:
     """The entry's generator on the backend asked for, warmed up (``registry``: the
     backends to choose from; None: the built-in ones)."""
-    source = generator_source(entry.avatar, settings.backend, folder=entry.compiled_dir)
+    source = generator_source(entry.avatar, settings.backend, settings.precision,
+                              folder=entry.compiled_dir)
     engines = entry.compiled_dir / "engines" if entry.compiled_dir is not None else None
     options = BackendOptions(device=settings.device, threads=settings.threads,
-                             cache_dir=engines)
+                             precision=settings.precision, cache_dir=engines)
     try:
         backend = create_backend(settings.backend, source, options, registry)
     except NoBackendError as error:

@@ -1,16 +1,22 @@
-"""The output canvas: background, the rendered avatar crop placed at a steady spot, mirror.
+"""The output canvas: the rendered avatar crop in its photo (paste-back) or as a tile, mirror.
 
 The canvas is RGB uint8 at the output size and is reused from frame to frame (the sinks
-copy or encode it before the next frame is composed). The crop is placed at a fixed position
-and scale (centred, ``face_fraction`` of the canvas height), or follows the driver's head
-smoothly when ``follow_head`` is set; its border is feathered into the background.
+copy or encode it before the next frame is composed). Two layouts:
+
+* ``paste`` (default): the crop pasted back into the avatar's enrollment photo
+  (:mod:`vcam.runtime.paste_back`); an avatar without a photo (format 1) falls back to a tile;
+* ``tile``: the crop on a background at a fixed position and scale (centred,
+  ``face_fraction`` of the canvas height), or following the driver's head smoothly when
+  ``follow_head`` is set; its border is feathered into the background.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -19,8 +25,13 @@ from vcam.errors import UserError
 from vcam.landmarks.align import crop_mask, crop_window
 from vcam.photos import read_image
 from vcam.runtime.frames import Frame, FrameKind
+from vcam.runtime.paste_back import PasteBack
+
+if TYPE_CHECKING:
+    from vcam.avatar import Avatar
 
 BACKGROUND_KINDS = ("colour", "blur", "image")
+LAYOUTS = ("paste", "tile")
 # The blurred background is computed at 1/BLUR_SHRINK of the canvas size (cheap and soft).
 BLUR_SHRINK = 16
 CARD_COLOUR = (24, 24, 28)
@@ -59,10 +70,12 @@ class Background:
 
 @dataclass(frozen=True)
 class CompositorSettings:
-    """Output size, background, placement and mirroring.
+    """Output size, layout, background, placement and mirroring.
 
     Attributes:
         width, height: the canvas in pixels.
+        layout: ``paste`` (the crop in the avatar's photo) or ``tile``; the background's
+            colour also fills any bars beside a photo.
         face_fraction: the avatar crop's side as a fraction of the canvas height.
         follow_head: move the crop with the driver's head (smoothed) instead of keeping it
             centred.
@@ -79,8 +92,11 @@ class CompositorSettings:
     follow_seconds: float = 0.3
     feather: float = 0.06
     mirror: bool = False
+    layout: str = "paste"
 
     def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.width < 16 or self.height < 16:
             raise ValueError(f"output size {self.width}x{self.height} is too small")
         if not 0 < self.face_fraction <= 1:
@@ -132,11 +148,34 @@ def draw_card(canvas: np.ndarray, lines: tuple[str, ...]) -> None:
 CAMERA_LOST_CARD = ("camera lost", "reconnecting...")
 
 
-class Compositor:
-    """Turns a rendered frame into the output canvas (RGB uint8, reused between frames)."""
+def paste_back_for(avatar: Avatar, settings: CompositorSettings) -> PasteBack | None:
+    """The avatar's paste-back, or None (tile layout, or an avatar without a photo)."""
+    if settings.layout != "paste" or avatar.backdrop is None:
+        return None
+    return PasteBack(avatar.backdrop, avatar.config.image_size, avatar.neutral_landmarks,
+                     settings.width, settings.height, settings.background.colour)
 
-    def __init__(self, settings: CompositorSettings) -> None:
+
+def check_layout(settings: CompositorSettings) -> None:
+    """``UserError`` for options that only the tile layout uses, given with paste-back."""
+    if settings.layout == "tile":
+        return
+    if settings.follow_head:
+        raise UserError("--follow-head moves the avatar's tile: add --layout tile (the default "
+                        "layout pastes the avatar back into its photo, which moves by itself)")
+    if settings.background.kind != "colour":
+        raise UserError(f"--background {settings.background.kind} goes behind the avatar's "
+                        "tile: add --layout tile, or give a colour (the default layout shows "
+                        "the avatar's photo)")
+
+
+class Compositor:
+    """Turns a rendered frame into the output canvas (RGB uint8, reused between frames).
+    ``avatars``: the run's, by index (paste-back needs their photos)."""
+
+    def __init__(self, settings: CompositorSettings, avatars: Sequence[Avatar] = ()) -> None:
         self.settings = settings
+        self._pastes = [paste_back_for(avatar, settings) for avatar in avatars]
         width, height, side = settings.width, settings.height, settings.crop_side
         self.canvas = np.empty((height, width, 3), np.uint8)
         self._mirrored = np.empty_like(self.canvas)
@@ -169,12 +208,19 @@ class Compositor:
         if frame.kind is FrameKind.CAMERA_LOST:
             draw_card(self.canvas, CAMERA_LOST_CARD)
             return self.canvas
-        self._paint_background(frame.image)
-        if frame.rendered is not None:
-            self._place(frame.rendered, self._crop_centre(frame))
+        paste = self._paste_for(frame.avatar_index)
+        if paste is not None:
+            paste.compose(self.canvas, frame.rendered, frame.avatar_points)
+        else:
+            self._paint_background(frame.image)
+            if frame.rendered is not None:
+                self._place(frame.rendered, self._crop_centre(frame))
         if not self.settings.mirror:
             return self.canvas
         return cv2.flip(self.canvas, 1, dst=self._mirrored)
+
+    def _paste_for(self, index: int) -> PasteBack | None:
+        return self._pastes[index] if index < len(self._pastes) else None
 
     def _paint_background(self, driver: np.ndarray | None) -> None:
         if self.settings.background.kind == "blur" and driver is not None:

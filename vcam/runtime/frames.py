@@ -46,6 +46,7 @@ class Frame:
         avatar_index: which enrolled avatar renders this frame.
         avatar_points: (68, 2) landmarks in avatar-crop pixels, what the generator draws.
         face_state: how ``avatar_points`` were obtained.
+        network_input: the generator's (1, C, S, S) input, made from ``avatar_points``.
         rendered: the generator's RGB uint8 (S, S, 3) crop.
     """
 
@@ -58,4 +59,12 @@ class Frame:
     avatar_index: int = 0
     avatar_points: np.ndarray | None = None
     face_state: FaceState = FaceState.NEUTRAL
+    network_input: np.ndarray | None = None
     rendered: np.ndarray | None = None
+
+
+def check_canvas(canvas: np.ndarray, width: int, height: int) -> None:
+    """ValueError unless ``canvas`` is an RGB uint8 ``height`` x ``width`` image."""
+    if canvas.dtype != np.uint8 or canvas.shape != (height, width, 3):
+        raise ValueError(f"expected an RGB uint8 frame of shape ({height}, {width}, 3), got "
+                         f"{canvas.dtype} {canvas.shape}")

@@ -162,34 +162,45 @@ class LandmarkWorker:
 
 
 class RenderWorker:
-    """The avatar's landmarks -> landmark image -> the generator's RGB crop."""
+    """The avatar's landmarks -> the generator's input -> the generator's RGB crop.
+
+    :meth:`prepare` (run in the landmark stage) draws the landmark image and, for the
+    warp-guided generator, warps the enrollment frame: the render stage is left with the
+    network alone, its slowest part, so neither stage needs more than one frame interval.
+    """
 
     def __init__(self, library: AvatarLibrary) -> None:
         self.library = library
-        self._buffers: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._landmark_images: dict[int, np.ndarray] = {}
 
-    def _buffers_for(self, size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
-        """A reused landmark image (S, S, 3) uint8 and network input (1, C, S, S) float32."""
-        if (size, channels) not in self._buffers:
-            self._buffers[size, channels] = (np.zeros((size, size, 3), np.uint8),
-                                             np.zeros((1, channels, size, size), np.float32))
-        return self._buffers[size, channels]
-
-    def process(self, frame: Frame) -> Frame:
+    def prepare(self, frame: Frame) -> Frame:
+        """``frame.network_input``: (1, C, S, S) float32 in [-1, 1], a new array per frame
+        (the render stage may still be using the previous one)."""
         if frame.avatar_points is None:
             return frame
         index = frame.avatar_index
         size = self.library.crop_size(index)
         guide = self.library.warp_guide(index)
-        landmark_image, network_input = self._buffers_for(size, 3 if guide is None else 6)
+        landmark_image = self._landmark_images.setdefault(size, np.zeros((size, size, 3),
+                                                                          np.uint8))
+        network_input = np.empty((1, 3 if guide is None else 6, size, size), np.float32)
         rasterise(frame.avatar_points, size, out=landmark_image)
         np.multiply(landmark_image.transpose(2, 0, 1), 1 / 127.5, out=network_input[0, :3])
         if guide is not None:  # the warp-guided generator also sees the warped enrollment
             warped = guide.image_for(frame.avatar_points)
             np.multiply(warped.transpose(2, 0, 1), 1 / 127.5, out=network_input[0, 3:])
         network_input -= 1.0
-        rendered = self.library.render(index, network_input)[0]
+        frame.network_input = network_input
+        return frame
+
+    def process(self, frame: Frame) -> Frame:
+        if frame.avatar_points is None:
+            return frame
+        if frame.network_input is None:
+            self.prepare(frame)
+        rendered = self.library.render(frame.avatar_index, frame.network_input)[0]
         frame.rendered = to_rgb_image(rendered)
+        frame.network_input = None
         return frame
 
 
@@ -223,7 +234,8 @@ class Pipeline:
         self.landmarks = LandmarkWorker(tracker, library, settings, self.controls,
                                         driver_neutral)
         self.renderer = RenderWorker(library)
-        self.compositor = Compositor(settings.compositor)
+        self.compositor = Compositor(settings.compositor,
+                                     [library.avatar(index) for index in range(len(library))])
         self.face_states: Counter[str] = Counter()
         self.frames_by_avatar: Counter[str] = Counter()
         self._avatar_names = library.names
@@ -273,7 +285,7 @@ class Pipeline:
         jobs: list[tuple[str, Callable[[], None]]] = [
             ("capture", self._capture_loop),
             ("landmarks", lambda: self._stage_loop(to_landmarks, to_render,
-                                                   self.landmarks.process,
+                                                   self._landmarks_and_input,
                                                    self.stats.stages["landmarks"])),
             ("render", lambda: self._stage_loop(to_render, to_output, self.renderer.process,
                                                 self.stats.stages["render"])),
@@ -284,6 +296,9 @@ class Pipeline:
         for thread in threads:
             thread.start()
         return threads
+
+    def _landmarks_and_input(self, frame: Frame) -> Frame:
+        return self.renderer.prepare(self.landmarks.process(frame))
 
     def _guarded(self, job: Callable[[], None]) -> None:
         """Run a stage; an exception stops the whole pipeline and is re-raised by run()."""

@@ -9,8 +9,10 @@ object that owns the models) and runs the :class:`~vcam.runtime.pipeline.Pipelin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -30,14 +32,14 @@ from vcam.runtime.capture import (
     VideoFileSource,
     video_fps,
 )
-from vcam.runtime.compositor import Background, CompositorSettings
+from vcam.runtime.compositor import Background, CompositorSettings, check_layout
 from vcam.runtime.controls import Controls
 from vcam.runtime.demo import DemoAnimation, DemoSource
+from vcam.runtime.file_sink import FileSink, check_output_file
 from vcam.runtime.pipeline import Pipeline, PipelineSettings, RunSummary
 from vcam.runtime.retarget import RetargetSettings
 from vcam.runtime.sinks import (
     Display,
-    FileSink,
     Sink,
     SinkSpec,
     VirtualCameraSink,
@@ -84,6 +86,7 @@ class RunSettings:
     landmarks: str = "dlib"
     virtualcam_device: str | None = None
     json: bool = False
+    force: bool = False
 
 
 def default_threads() -> int:
@@ -96,15 +99,27 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     fps = args.fps or (video_fps(source.path) if source.path is not None else DEFAULT_FPS)
     width, height = args.size
     compositor = CompositorSettings(width, height, Background.parse(args.background),
-                                    follow_head=args.follow_head, mirror=args.mirror)
+                                    follow_head=args.follow_head, mirror=args.mirror,
+                                    layout=args.layout)
+    check_layout(compositor)
     pipeline = PipelineSettings(fps=fps, max_frames=args.max_frames,
                                 retarget=RetargetSettings(mode=args.retarget,
                                                           move_in_crop=not args.follow_head),
                                 compositor=compositor)
-    renderer = RendererSettings(args.backend, args.threads or default_threads(), args.device)
+    renderer = RendererSettings(args.backend, args.threads or default_threads(), args.device,
+                                args.precision)
     sinks = tuple(SinkSpec.parse(text) for text in (args.sink or ["virtualcam"]))
+    for spec in sinks:  # before anything slow: a refused file costs nothing
+        if spec.path is not None:
+            check_output_file(spec.path, width, height, args.force, input_files(source))
     return RunSettings(tuple(args.avatar or ()), args.photo, args.model, source, sinks,
-                       renderer, pipeline, args.landmarks, args.virtualcam_device, args.json)
+                       renderer, pipeline, args.landmarks, args.virtualcam_device, args.json,
+                       args.force)
+
+
+def input_files(spec: InputSpec) -> tuple[Path, ...]:
+    """The files a run reads frames from (which no sink may write)."""
+    return () if spec.path is None else (spec.path,)
 
 
 def run(settings: RunSettings) -> RunSummary:
@@ -129,6 +144,9 @@ def run(settings: RunSettings) -> RunSummary:
             devices.enter_context(sink)
         if needs_detector and detector is None:
             detector = create_landmark_detector(settings)
+        if settings.photo is not None:  # never saved: its ONNX form lives for this run only
+            scratch = Path(devices.enter_context(tempfile.TemporaryDirectory(prefix="vcam-")))
+            entries = [dataclasses.replace(entry, compiled_dir=scratch) for entry in entries]
         library = devices.enter_context(AvatarLibrary(entries, settings.renderer))
         log_backends(library)
         tracker = None if detector is None else FaceTracker(detector)
@@ -216,7 +234,9 @@ def default_avatar_entry(settings: RunSettings, detector: LandmarkDetector | Non
                        load_models(model_path, discriminator=False), detector, FineTuneSettings(),
                        str(model_path))
     save_avatar(avatar, cached, force=True)
-    return AvatarEntry(avatar, cached)
+    # Loaded back: the saved bundle's checksum finds (or makes) its ONNX form, so even the
+    # first run renders with ONNX Runtime.
+    return AvatarEntry(load_avatar(cached), cached)
 
 
 def default_avatar_path(model_checksum: str) -> Path:
@@ -260,20 +280,24 @@ def build_sinks(settings: RunSettings, entries: list[AvatarEntry], controls: Con
                 ) -> list[Sink]:
     compositor = settings.pipeline.compositor
     return output_sinks(settings.sinks, SinkOptions(
-        compositor.width, compositor.height, settings.pipeline.fps, settings.virtualcam_device),
+        compositor.width, compositor.height, settings.pipeline.fps, settings.virtualcam_device,
+        force=settings.force, inputs=input_files(settings.input)),
         controls, [entry.avatar for entry in entries])
 
 
 @dataclass(frozen=True)
 class SinkOptions:
-    """What the sinks share: the canvas size, the output rate, and the virtual camera to use
-    (``virtualcam_backend``: a pyvirtualcam backend name; None tries every one installed)."""
+    """What the sinks share: the canvas size, the output rate, the virtual camera to use
+    (``virtualcam_backend``: a pyvirtualcam backend name; None tries every one installed),
+    whether files may be replaced (``force``) and the files the run reads (``inputs``)."""
 
     width: int
     height: int
     fps: float
     virtualcam_device: str | None = None
     virtualcam_backend: str | None = None
+    force: bool = False
+    inputs: tuple[Path, ...] = ()
 
 
 def output_sinks(specs: Sequence[SinkSpec], options: SinkOptions, controls: Controls,
@@ -292,5 +316,6 @@ def output_sinks(specs: Sequence[SinkSpec], options: SinkOptions, controls: Cont
                                     [avatar.config.image_size for avatar in avatars],
                                     display))
         elif spec.path is not None:
-            sinks.append(FileSink(spec.path, width, height, fps))
+            sinks.append(FileSink(spec.path, width, height, fps, options.force,
+                                  options.inputs))
     return sinks

@@ -2,8 +2,8 @@
 
 Every sink is a context manager (opened on entry, released on exit, also after an error or
 Ctrl-C) whose ``send`` validates the canvas before using it. Canvases are RGB; each sink
-converts to what its library wants (pyvirtualcam takes RGB, OpenCV windows and VideoWriter
-take BGR).
+converts to what its library wants (pyvirtualcam takes RGB, OpenCV windows BGR, the H.264
+file sink of :mod:`vcam.runtime.file_sink` YUV 4:2:0).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 
 from vcam.errors import UserError
 from vcam.runtime.controls import Controls, handle_key
-from vcam.runtime.frames import Frame
+from vcam.runtime.frames import Frame, check_canvas
 from vcam.runtime.handoff import Handoff
 from vcam.runtime.preview import PreviewLayout, overlay_lines
 from vcam.runtime.stats import StatsSnapshot
@@ -75,13 +75,6 @@ class Pacer(Protocol):
     def wait_for_next_frame(self) -> None:
         """Sleep until the next frame is due."""
         ...
-
-
-def check_canvas(canvas: np.ndarray, width: int, height: int) -> None:
-    """ValueError unless ``canvas`` is an RGB uint8 ``height`` x ``width`` image."""
-    if canvas.dtype != np.uint8 or canvas.shape != (height, width, 3):
-        raise ValueError(f"expected an RGB uint8 frame of shape ({height}, {width}, 3), got "
-                         f"{canvas.dtype} {canvas.shape}")
 
 
 def virtual_camera_help(system: str) -> str:
@@ -144,46 +137,6 @@ class VirtualCameraSink:
     def wait_for_next_frame(self) -> None:
         if self._camera is not None:
             self._camera.sleep_until_next_frame()
-
-
-class FileSink:
-    """An mp4 file (mp4v) at the output size and rate."""
-
-    name = "file"
-    steady = False
-
-    def __init__(self, path: Path, width: int, height: int, fps: float) -> None:
-        self.path, self.width, self.height, self.fps = path, width, height, fps
-        self._writer: cv2.VideoWriter | None = None
-        self._bgr = np.empty((height, width, 3), np.uint8)
-        self.frames_written = 0
-
-    def check(self) -> None:
-        """``UserError`` unless the file is an .mp4 (nothing is written)."""
-        if self.path.suffix.lower() != ".mp4":
-            raise UserError(f"--sink file:{self.path}: the file sink writes .mp4 files")
-
-    def __enter__(self) -> FileSink:
-        self.check()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
-                                 (self.width, self.height))
-        if not writer.isOpened():
-            raise UserError(f"cannot write video to {self.path}")
-        self._writer = writer
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-
-    def send(self, canvas: np.ndarray, frame: Frame, stats: StatsSnapshot) -> None:
-        check_canvas(canvas, self.width, self.height)
-        if self._writer is None:
-            raise RuntimeError(f"{self.path} is not open")
-        self._writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR, dst=self._bgr))
-        self.frames_written += 1
 
 
 class Display(Protocol):
