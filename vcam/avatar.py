@@ -78,7 +78,7 @@ class Avatar:
         tensors["enrollment.landmarks"] = torch.from_numpy(
             np.ascontiguousarray(self.landmarks, dtype=np.float32))
         if self.backdrop is not None:
-            tensors["backdrop.image"] = torch.from_numpy(np.ascontiguousarray(self.backdrop.image))
+            tensors["backdrop.image"] = torch.from_numpy(np.array(self.backdrop.image, copy=True))
             tensors["backdrop.to_crop"] = torch.from_numpy(
                 np.ascontiguousarray(self.backdrop.to_crop, dtype=np.float32))
         return tensors

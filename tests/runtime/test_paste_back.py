@@ -5,8 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from vcam.avatar import Avatar, load_avatar, save_avatar
+from vcam.avatar_checks import GENERATOR_PREFIX, expected_generator
 from vcam.backdrop import MAX_SIDE, backdrop_from_photo
 from vcam.enroll import Enrollment, Photo, align_photos
 from vcam.landmarks.align import CropTransform
@@ -99,7 +101,12 @@ def test_large_photos_are_kept_around_the_face_and_bounded():
 
 
 def avatar_with(enrollment: Enrollment, backdrop) -> Avatar:
-    return Avatar("a", get_config("tiny"), {}, enrollment.crops, enrollment.landmarks, {},
+    """An avatar of the 256 px cpu config with a zero generator (only its photo and face
+    matter here)."""
+    config = get_config("cpu")
+    state = {name.removeprefix(GENERATOR_PREFIX): torch.zeros(shape)
+             for name, shape in expected_generator(config).items()}
+    return Avatar("a", config, state, enrollment.crops, enrollment.landmarks, {},
                   backdrop=backdrop)
 
 
