@@ -442,8 +442,6 @@ def check_report_folder(out: Path, force: bool) -> None:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from vcam.data.clips import open_dataset
     from vcam.eval.report import markdown_report, write_report
     from vcam.eval.run import EvalSettings, evaluate
@@ -457,15 +455,14 @@ def run_eval_command(args: argparse.Namespace) -> int:
                               if args.finetune_steps > 0 else None)
     settings = EvalSettings(shots=tuple(sorted(set(args.shots))), max_clips=args.max_clips,
                             frames=args.frames, finetune=tuning)
-    with tqdm(total=args.max_clips, desc="eval", unit="clip", disable=args.json,
-              file=sys.stderr) as bar:
-        results = evaluate(args.model, dataset, settings, create_detector("dlib"),
-                           on_clip=lambda _: bar.update())
+    results = evaluate(args.model, dataset, settings, create_detector("dlib"),
+                       progress=not args.json)
     record = {"model": str(args.model), "data": str(args.data), "shots": list(settings.shots),
               "frames": args.frames, "finetune_steps": tuning.steps, "clips": len(results)}
     report = write_report(args.out, results, record, settings.grid_frames)
     if args.json:
-        print(json.dumps({key: report[key] for key in ("overall", "by_motion")}, indent=1))
+        print(json.dumps({key: report[key] for key in ("overall", "by_subset", "by_motion")},
+                         indent=1))
     else:
         print(markdown_report(report))
         print(f"report written to {args.out}")

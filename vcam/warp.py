@@ -223,6 +223,18 @@ def check_points(points: np.ndarray) -> np.ndarray:
     return array
 
 
+def nearest_frame(landmarks: np.ndarray, target_points: np.ndarray,
+                  exclude: int | None = None) -> int:
+    """Index of the landmark set of ``landmarks`` (T, 68, 2) closest to ``target_points``
+    (mean absolute difference of the points), never ``exclude`` unless it is the only one:
+    the enrollment frame the warp starts from."""
+    target = np.asarray(target_points, np.float32)
+    distances = np.abs(np.asarray(landmarks, np.float32) - target).mean(axis=(1, 2))
+    if exclude is not None and len(distances) > 1:
+        distances[exclude] = np.inf
+    return int(np.argmin(distances))
+
+
 class WarpGuide:
     """The warp-guided generator's second input: an enrollment frame warped to the target.
 
@@ -247,11 +259,7 @@ class WarpGuide:
     def nearest(self, target_points: np.ndarray, exclude: int | None = None) -> int:
         """Index of the enrollment frame closest to the target (never ``exclude``, unless
         it is the only one)."""
-        target = np.asarray(target_points, np.float32)
-        distances = np.abs(self.landmarks - target).mean(axis=(1, 2))
-        if exclude is not None and len(distances) > 1:
-            distances[exclude] = np.inf
-        return int(np.argmin(distances))
+        return nearest_frame(self.landmarks, target_points, exclude)
 
     def image_for(self, target_points: np.ndarray, exclude: int | None = None) -> np.ndarray:
         """The nearest enrollment frame warped to ``target_points``: RGB uint8 (S, S, 3)."""

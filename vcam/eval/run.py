@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from vcam.data.clips import Clip, Dataset
 from vcam.enroll import enrollment_inputs
@@ -30,7 +32,8 @@ from vcam.eval.metrics import (
     ssim,
     temporal_flicker,
 )
-from vcam.eval.motion import motion_labels
+from vcam.eval.motion import frame_subsets, motion_labels
+from vcam.eval.regions import REGION_METRICS, region_scores
 from vcam.landmarks.detector import LandmarkDetector
 from vcam.landmarks.raster import rasterise
 from vcam.models.generator import PersonalisedGenerator, generator_input
@@ -39,7 +42,7 @@ from vcam.train.episodes import Split, to_image, to_tensor
 from vcam.train.finetune import FineTuneSettings, finetune
 from vcam.warp import WarpGuide
 
-METRICS = ("ssim", "psnr", "csim", "pose_error")
+METRICS = ("ssim", "psnr", *REGION_METRICS, "csim", "pose_error")
 
 
 @dataclass(frozen=True)
@@ -177,19 +180,33 @@ def render_baseline(enrollment: Enrolled, targets: list[np.ndarray],
     return [guide.image_for(points) for points in targets]
 
 
+@dataclass
+class Scoring:
+    """What scores a rendered frame, shared by every clip: the identity scorer, the landmark
+    detector and a progress callback (called once per scored frame)."""
+
+    scorer: IdentityScorer
+    detector: LandmarkDetector
+    on_frame: Callable[[], None] = lambda: None
+
+
 def score(run: ClipRun, reals: list[np.ndarray], targets: list[np.ndarray],
-          real_faces: list, motions: list[str], scorer: IdentityScorer,
-          detector: LandmarkDetector, clip_id: str) -> None:
-    """One row per rendered frame: its metrics and its kind of motion (vcam.eval.motion)."""
-    for index, (rendered, real, points, face, motion) in enumerate(
-            zip(run.frames, reals, targets, real_faces, motions)):
-        redetected = redetect_landmarks(detector, rendered, points)
+          real_faces: list, labels: tuple[list[str], list[list[str]]], scoring: Scoring,
+          clip_id: str) -> None:
+    """One row per rendered frame: its metrics (whole frame, mouth and eye regions), its kind
+    of motion and the subsets it belongs to (vcam.eval.motion)."""
+    motions, subsets = labels
+    for index, (rendered, real, points, face) in enumerate(
+            zip(run.frames, reals, targets, real_faces)):
+        redetected = redetect_landmarks(scoring.detector, rendered, points)
         run.rows.append({"clip": clip_id, "method": run.method, "shots": run.shots,
-                         "frame": index, "motion": motion, "ssim": ssim(rendered, real),
-                         "psnr": psnr(rendered, real),
-                         "csim": scorer.similarity_to(rendered, face),
+                         "frame": index, "motion": motions[index], "subsets": subsets[index],
+                         "ssim": ssim(rendered, real), "psnr": psnr(rendered, real),
+                         **region_scores(rendered, real, points),
+                         "csim": scoring.scorer.similarity_to(rendered, face),
                          "pose_error": pose_error(points, redetected.points),
                          "face_detected": redetected.detected})
+        scoring.on_frame()
 
 
 @dataclass
@@ -203,12 +220,12 @@ class ClipResult:
 
 
 def evaluate_clip(model: LoadedModel, clip: Clip, settings: EvalSettings,
-                  scorer: IdentityScorer, detector: LandmarkDetector) -> ClipResult:
+                  scoring: Scoring) -> ClipResult:
     size = model.image_size
     indices = target_indices(clip, max(settings.shots), settings.frames)
     pairs = [load_resized(clip, index, size) for index in indices]
     reals, targets = [real for real, _ in pairs], [points for _, points in pairs]
-    real_faces = [scorer.describe(real) for real in reals]
+    real_faces = [scoring.scorer.describe(real) for real in reals]
     result = ClipResult(clip, indices, reals, targets, [], {})
     for shots in settings.shots:
         enrollment = enrolled(clip, shots, size)
@@ -220,11 +237,11 @@ def evaluate_clip(model: LoadedModel, clip: Clip, settings: EvalSettings,
             result.runs.append(ClipRun(method, shots,
                                        render_ours(generator, enrollment, targets, size)))
         result.runs.append(ClipRun("warp", shots, render_baseline(enrollment, targets, size)))
-    motions = {shots: motion_labels(targets, enrollment.landmarks)
-               for shots, enrollment in result.enrollment.items()}
+    labels = {shots: (motion_labels(targets, enrollment.landmarks),
+                      [frame_subsets(points, enrollment.landmarks) for points in targets])
+              for shots, enrollment in result.enrollment.items()}
     for run in result.runs:
-        score(run, reals, targets, real_faces, motions[run.shots], scorer, detector,
-              clip.clip_id)
+        score(run, reals, targets, real_faces, labels[run.shots], scoring, clip.clip_id)
     return result
 
 
@@ -234,17 +251,20 @@ def flicker_rows(result: ClipResult) -> list[dict]:
 
 
 def evaluate(model: Path, dataset: Dataset, settings: EvalSettings,
-             detector: LandmarkDetector,
-             on_clip: Callable[[ClipResult], None] | None = None) -> list[ClipResult]:
-    """Evaluate every held-out clip (up to ``max_clips``)."""
+             detector: LandmarkDetector, progress: bool = False) -> list[ClipResult]:
+    """Evaluate every held-out clip (up to ``max_clips``); ``progress`` shows a bar of the
+    frames scored (every method and K counts) on stderr."""
     loaded = LoadedModel(model)
     clips = held_out_clips(dataset, model_split(model), max(settings.shots), settings.frames,
                            settings.max_clips)
-    scorer = IdentityScorer(detector)
-    results = []
-    for clip in clips:
-        result = evaluate_clip(loaded, clip, settings, scorer, detector)
-        results.append(result)
-        if on_clip is not None:
-            on_clip(result)
+    runs_per_clip = len(settings.shots) * (3 if settings.finetune.steps > 0 else 2)
+    total = sum(len(target_indices(clip, max(settings.shots), settings.frames))
+                for clip in clips) * runs_per_clip
+    with tqdm(total=total, desc="eval", unit="frame", disable=not progress,
+              file=sys.stderr) as bar:
+        scoring = Scoring(IdentityScorer(detector), detector, lambda: bar.update())
+        results = []
+        for clip in clips:
+            bar.set_postfix_str(clip.clip_id, refresh=False)
+            results.append(evaluate_clip(loaded, clip, settings, scoring))
     return results
