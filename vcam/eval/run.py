@@ -1,9 +1,14 @@
 """`vcam eval`: self-reenactment on held-out clips (METHOD.md, "Evaluation protocol").
 
-For each clip and each K: enroll from the first K frames, render later frames from their
-landmarks, and compare with the real frames. Rows: ours feed-forward (``ff``), ours
-fine-tuned (``ft``, when fine-tuning steps are asked for) and the warping baseline
-(``warp``: the enrollment frame whose landmarks are closest to the target, warped
+For each clip and each K: enroll from K frames, render other frames from their landmarks,
+and compare with the real frames. Protocols: ``chosen`` (default) enrolls from K frames that
+the enrollment chooser (vcam.coverage) picks from the first half of the clip and renders
+targets from the second half, as a user's enrollment covers their face; ``first`` enrolls
+from the first K consecutive frames and renders the frames after them.
+
+Rows: ours feed-forward (``ff``), ours fine-tuned (``ft``, when fine-tuning steps are asked
+for) and the warping baseline (``warp``: the enrollment frame whose landmarks are closest to
+the target, or with ``warp_source="regions"`` the region-aware choice of vcam.warp, warped
 piecewise-affinely to the target landmarks).
 """
 
@@ -21,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vcam.coverage import choose_frames
 from vcam.data.clips import Clip, Dataset
 from vcam.enroll import enrollment_inputs
 from vcam.errors import UserError
@@ -40,9 +46,12 @@ from vcam.models.generator import PersonalisedGenerator, generator_input
 from vcam.models.store import load_models
 from vcam.train.episodes import Split, to_image, to_tensor
 from vcam.train.finetune import FineTuneSettings, finetune
-from vcam.warp import WarpGuide
+from vcam.warp import RUNTIME_WARP_SOURCE, WarpGuide
 
 METRICS = ("ssim", "psnr", *REGION_METRICS, "csim", "pose_error")
+
+
+PROTOCOLS = ("chosen", "first")
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,8 @@ class EvalSettings:
     frames: int = 50
     finetune: FineTuneSettings = field(default_factory=FineTuneSettings)
     grid_frames: int = 3
+    protocol: str = "chosen"
+    warp_source: str = RUNTIME_WARP_SOURCE
 
 
 @dataclass
@@ -87,16 +98,24 @@ def model_split(model: Path) -> Split | None:
     return None
 
 
+def shortest_clip(shots: int, frames: int, protocol: str) -> int:
+    """Frames a clip needs for the largest K plus a few targets (``chosen``: K candidates
+    in each half)."""
+    needed = shots + min(frames, 4)
+    return max(needed, 2 * shots) if protocol == "chosen" else needed
+
+
 def held_out_clips(dataset: Dataset, split: Split | None, shots: int, frames: int,
-                   limit: int) -> list[Clip]:
+                   limit: int, protocol: str = "first") -> list[Clip]:
     """Clips of identities the model never trained on, long enough for the largest K plus
     a few target frames."""
     trained = set(split.train) if split else set()
+    needed = shortest_clip(shots, frames, protocol)
     usable = [clip for clip in dataset.clips
-              if clip.identity not in trained and len(clip) >= shots + min(frames, 4)]
+              if clip.identity not in trained and len(clip) >= needed]
     if not usable:
         raise UserError(f"{dataset.root} has no clip of an identity this model did not train "
-                        f"on with at least {shots + min(frames, 4)} frames")
+                        f"on with at least {needed} frames")
     return usable[:limit]
 
 
@@ -108,16 +127,28 @@ def load_resized(clip: Clip, index: int, size: int) -> tuple[np.ndarray, np.ndar
     return frame, points.astype(np.float32)
 
 
-def enrolled(clip: Clip, shots: int, size: int) -> Enrolled:
-    pairs = [load_resized(clip, index, size) for index in range(shots)]
+def enrolled(clip: Clip, indices: int | list[int], size: int) -> Enrolled:
+    """The enrollment of frames ``indices`` (an int K: the first K frames)."""
+    indices = list(range(indices)) if isinstance(indices, int) else indices
+    pairs = [load_resized(clip, index, size) for index in indices]
     crops = np.stack([crop for crop, _ in pairs])
     landmarks = np.stack([points for _, points in pairs])
     return Enrolled(crops, landmarks, torch.stack([to_tensor(c) for c in crops]),
                     torch.stack([to_tensor(rasterise(p, size)) for p in landmarks]))
 
 
-def target_indices(clip: Clip, shots: int, count: int) -> list[int]:
-    later = np.arange(shots, len(clip))
+def chosen_enrollment(clip: Clip, shots: int, size: int) -> Enrolled:
+    """K frames the enrollment chooser picks from the first half of the clip."""
+    candidates = [load_resized(clip, index, size) for index in range(len(clip) // 2)]
+    choice = choose_frames([points for _, points in candidates], shots,
+                           [crop for crop, _ in candidates])
+    return enrolled(clip, choice.indices, size)
+
+
+def target_indices(clip: Clip, shots: int, count: int, protocol: str = "first") -> list[int]:
+    """``count`` frames spread over the frames after the first K (``chosen``: over the
+    second half)."""
+    later = np.arange(len(clip) // 2 if protocol == "chosen" else shots, len(clip))
     picks = np.unique(np.linspace(0, len(later) - 1, min(count, len(later))).round())
     return [int(later[int(i)]) for i in picks]
 
@@ -159,10 +190,11 @@ def personalise(model: LoadedModel, enrollment: Enrolled, steps: int,
 
 @torch.no_grad()
 def render_ours(generator: PersonalisedGenerator, enrollment: Enrolled,
-                targets: list[np.ndarray], size: int) -> list[np.ndarray]:
-    """Frames from the target landmarks (and, for the warp-guided generator, the nearest
-    enrollment frame warped to them)."""
-    guide = (WarpGuide(enrollment.crops, enrollment.landmarks)
+                targets: list[np.ndarray], size: int,
+                warp_source: str = RUNTIME_WARP_SOURCE) -> list[np.ndarray]:
+    """Frames from the target landmarks (and, for the warp-guided generator, the enrollment
+    frames chosen by ``warp_source`` warped to them)."""
+    guide = (WarpGuide(enrollment.crops, enrollment.landmarks, warp_source)
              if generator.generator.config.generator == "warp" else None)
     frames = []
     for points in targets:
@@ -172,11 +204,11 @@ def render_ours(generator: PersonalisedGenerator, enrollment: Enrolled,
     return frames
 
 
-def render_baseline(enrollment: Enrolled, targets: list[np.ndarray],
-                    size: int) -> list[np.ndarray]:
-    """Warp the enrollment frame whose landmarks are closest to each target (the same warp
+def render_baseline(enrollment: Enrolled, targets: list[np.ndarray], size: int,
+                    warp_source: str = RUNTIME_WARP_SOURCE) -> list[np.ndarray]:
+    """Warp the enrollment frame(s) chosen by ``warp_source`` to each target (the same warp
     the warp-guided generator sees)."""
-    guide = WarpGuide(enrollment.crops, enrollment.landmarks)
+    guide = WarpGuide(enrollment.crops, enrollment.landmarks, warp_source)
     return [guide.image_for(points) for points in targets]
 
 
@@ -222,21 +254,23 @@ class ClipResult:
 def evaluate_clip(model: LoadedModel, clip: Clip, settings: EvalSettings,
                   scoring: Scoring) -> ClipResult:
     size = model.image_size
-    indices = target_indices(clip, max(settings.shots), settings.frames)
+    indices = target_indices(clip, max(settings.shots), settings.frames, settings.protocol)
     pairs = [load_resized(clip, index, size) for index in indices]
     reals, targets = [real for real, _ in pairs], [points for _, points in pairs]
     real_faces = [scoring.scorer.describe(real) for real in reals]
     result = ClipResult(clip, indices, reals, targets, [], {})
     for shots in settings.shots:
-        enrollment = enrolled(clip, shots, size)
+        enrollment = (chosen_enrollment(clip, shots, size) if settings.protocol == "chosen"
+                      else enrolled(clip, shots, size))
         result.enrollment[shots] = enrollment
         methods = [("ff", 0)] + ([("ft", settings.finetune.steps)]
                                  if settings.finetune.steps > 0 else [])
         for method, steps in methods:
             generator = personalise(model, enrollment, steps, settings.finetune)
-            result.runs.append(ClipRun(method, shots,
-                                       render_ours(generator, enrollment, targets, size)))
-        result.runs.append(ClipRun("warp", shots, render_baseline(enrollment, targets, size)))
+            result.runs.append(ClipRun(method, shots, render_ours(
+                generator, enrollment, targets, size, settings.warp_source)))
+        result.runs.append(ClipRun("warp", shots, render_baseline(
+            enrollment, targets, size, settings.warp_source)))
     labels = {shots: (motion_labels(targets, enrollment.landmarks),
                       [frame_subsets(points, enrollment.landmarks) for points in targets])
               for shots, enrollment in result.enrollment.items()}
@@ -256,9 +290,10 @@ def evaluate(model: Path, dataset: Dataset, settings: EvalSettings,
     frames scored (every method and K counts) on stderr."""
     loaded = LoadedModel(model)
     clips = held_out_clips(dataset, model_split(model), max(settings.shots), settings.frames,
-                           settings.max_clips)
+                           settings.max_clips, settings.protocol)
     runs_per_clip = len(settings.shots) * (3 if settings.finetune.steps > 0 else 2)
-    total = sum(len(target_indices(clip, max(settings.shots), settings.frames))
+    total = sum(len(target_indices(clip, max(settings.shots), settings.frames,
+                                   settings.protocol))
                 for clip in clips) * runs_per_clip
     with tqdm(total=total, desc="eval", unit="frame", disable=not progress,
               file=sys.stderr) as bar:
