@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from vcam.avatar import Avatar, now
+from vcam.coverage import choose_frames, coverage_advice, coverage_summary
 from vcam.data.sources import ClipReader, ClipSource
 from vcam.errors import UserError
 from vcam.landmarks.align import crop_face, crop_transform_for
@@ -31,6 +32,10 @@ from vcam.warp import WarpGuide
 
 # Faces whose landmarks span fewer pixels than this are too small to enroll from.
 MIN_FACE = 80
+# Frames of a clip (`vcam enroll --video`) the chooser picks the enrollment from.
+MAX_VIDEO_CANDIDATES = 120
+# Enrollment frames kept by default (photos, --video, --snapshot).
+DEFAULT_KEEP = 8
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,9 @@ def read_photo(path: Path) -> Photo:
     return Photo(str(path), cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
 
-def video_photos(path: Path, count: int) -> list[Photo]:
-    """``count`` frames spread evenly over a clip."""
+def video_photos(path: Path, count: int = MAX_VIDEO_CANDIDATES) -> list[Photo]:
+    """Up to ``count`` frames spread evenly over a clip: the candidates the enrollment
+    chooser picks from."""
     if not path.is_file():
         raise UserError(f"{path} does not exist")
     frames = [frame for frame in ClipReader(ClipSource(path, path.stem)).frames()
@@ -87,15 +93,51 @@ def face_landmarks(photo: Photo, detector: LandmarkDetector,
     return faces[0].points
 
 
-def align_photos(photos: list[Photo], detector: LandmarkDetector, size: int) -> Enrollment:
+def align_photos(photos: list[Photo], detector: LandmarkDetector, size: int,
+                 skip_faceless: bool = False) -> Enrollment:
+    """Aligned crops of the photos' faces (``skip_faceless``: frames of a clip without a
+    usable face are left out instead of refused)."""
     warnings: list[str] = []
     crops, landmarks = [], []
     for photo in photos:
-        points = face_landmarks(photo, detector, warnings)
+        try:
+            points = face_landmarks(photo, detector, warnings)
+        except UserError:
+            if skip_faceless:
+                continue
+            raise
         transform = crop_transform_for(points, size=size)
         crops.append(crop_face(photo.image, transform))
         landmarks.append(transform.to_crop(points))
+    if not crops:
+        raise UserError(f"no usable face in {photos[0].label.split(' frame ')[0]}: use a clip "
+                        "where your face is clearly visible")
     return Enrollment(np.stack(crops), np.stack(landmarks).astype(np.float32), warnings)
+
+
+def chosen(enrollment: Enrollment, keep: int, labels: list[str] | None = None) -> Enrollment:
+    """The ``keep`` frames that cover the face best, the most neutral first
+    (vcam.coverage.choose_frames), with a warning for each blurred or badly exposed frame."""
+    choice = choose_frames(list(enrollment.landmarks), keep, list(enrollment.crops))
+    warnings = list(enrollment.warnings)
+    if len(choice.rejected) == len(enrollment.crops):
+        warnings.append("every enrollment frame is blurred or badly exposed: use sharper, "
+                        "evenly lit photos")
+    elif labels is not None:
+        warnings += [f"{labels[index]} is {problem}: left out"
+                     for index, problem in sorted(choice.rejected.items())]
+    return Enrollment(enrollment.crops[choice.indices], enrollment.landmarks[choice.indices],
+                      warnings)
+
+
+def coverage_warnings(landmarks: np.ndarray) -> list[str]:
+    """One warning saying what the enrollment lacks, or none when it covers the face."""
+    coverage = coverage_summary(landmarks)
+    advice = coverage_advice(coverage)
+    if not advice:
+        return []
+    return [f"the enrollment ({coverage.text()}) covers little of the face: "
+            + "; ".join(advice) + " (`vcam enroll --snapshot` asks for each)"]
 
 
 def enrollment_tensors(enrollment: Enrollment) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,10 +165,24 @@ def config_name(config: ModelConfig) -> str:
 
 def enroll(photos: list[Photo], name: str, models: MetaModels, detector: LandmarkDetector,
            settings: FineTuneSettings, model_label: str = "",
-           on_step: Callable[[int, dict[str, float]], None] | None = None
-           ) -> tuple[Avatar, Enrollment]:
-    """Personalise ``models`` to the face in ``photos``; ``models`` is changed by FT."""
-    enrollment = align_photos(photos, detector, models.config.image_size)
+           on_step: Callable[[int, dict[str, float]], None] | None = None,
+           keep: int = DEFAULT_KEEP, from_clip: bool = False) -> tuple[Avatar, Enrollment]:
+    """Personalise ``models`` to the face in ``photos`` (at most ``keep`` of them, chosen to
+    cover the face; ``from_clip``: frames of a clip, those without a face skipped);
+    ``models`` is changed by FT."""
+    aligned = align_photos(photos, detector, models.config.image_size, skip_faceless=from_clip)
+    labels = None if from_clip else [photo.label for photo in photos]
+    enrollment = chosen(aligned, keep, labels) if len(photos) > 1 else aligned
+    return enroll_aligned(enrollment, name, models, settings, model_label, on_step)
+
+
+def enroll_aligned(enrollment: Enrollment, name: str, models: MetaModels,
+                   settings: FineTuneSettings, model_label: str = "",
+                   on_step: Callable[[int, dict[str, float]], None] | None = None
+                   ) -> tuple[Avatar, Enrollment]:
+    """Personalise ``models`` to aligned enrollment frames (the first is the neutral face);
+    adds a warning when they cover little of the face."""
+    enrollment.warnings.extend(coverage_warnings(enrollment.landmarks))
     frames, marks = enrollment_tensors(enrollment)
     with torch.no_grad():
         embedding = models.embedder(frames, marks).mean(dim=0)
@@ -138,7 +194,7 @@ def enroll(photos: list[Photo], name: str, models: MetaModels, detector: Landmar
                            on_step)
     deployable = personalised.deployable()
     info = {"created": now(), "config_name": config_name(models.config),
-            "shots": len(photos), "finetune_steps": settings.steps, "model": model_label,
+            "shots": len(enrollment.crops), "finetune_steps": settings.steps, "model": model_label,
             "final_losses": history[-1] if history else {}}
     avatar = Avatar(name, models.config, deployable.state_dict(), enrollment.crops,
                     enrollment.landmarks, info)
