@@ -27,7 +27,9 @@ def test_feed_forward_enrollment_renders_from_landmarks(tiny_model, dlib_detecto
                                 load_models(tiny_model), dlib_detector, FineTuneSettings())
     assert avatar.crops.shape == (1, 64, 64, 3) and avatar.crops.dtype == np.uint8
     assert avatar.landmarks.shape == (1, 68, 2)
-    assert enrollment.warnings == []
+    # One photo covers no mouth opening or pose range: the only warning says what to add.
+    assert len(enrollment.warnings) == 1
+    assert "no open mouth" in enrollment.warnings[0] and "--snapshot" in enrollment.warnings[0]
     assert avatar.info["finetune_steps"] == 0 and avatar.info["config_name"] == "tiny"
     marks = torch.zeros(1, 3, 64, 64)
     frame = avatar.generator()(marks)
@@ -138,7 +140,7 @@ def test_several_faces_use_the_largest_with_a_warning(dlib_detector, tiny_model,
     group[20:380, 300:630] = larger[0:360, 150:480]
     avatar, enrollment = enroll([Photo("group.png", group)], "x", load_models(tiny_model),
                                 dlib_detector, FineTuneSettings())
-    assert enrollment.warnings == ["group.png shows 2 faces; using the largest"]
+    assert enrollment.warnings[0] == "group.png shows 2 faces; using the largest"
     alone, _ = enroll([Photo("one", larger)], "x", load_models(tiny_model), dlib_detector,
                       FineTuneSettings())
     assert np.abs(avatar.crops[0].astype(int) - alone.crops[0].astype(int)).mean() < 12
@@ -163,6 +165,10 @@ def test_cli_enrolls_lists_and_refuses_to_overwrite(vcam_home, tiny_model, astro
     listed = json.loads(capsys.readouterr().out)
     assert [entry["name"] for entry in listed] == ["me"]
     assert listed[0]["config"] == "tiny" and listed[0]["shots"] == 1
+    mouth = listed[0]["coverage"]["mouth_open"]
+    assert mouth[0] == mouth[1] > 0  # one frame: the astronaut's parted lips, no range
+    assert main(["avatars"]) == 0
+    assert "K=1" in capsys.readouterr().out
 
 
 def test_interrupted_fine_tuning_leaves_nothing(vcam_home, tiny_model, astronaut_image,
@@ -185,15 +191,21 @@ def test_enroll_from_a_clip_and_from_a_snapshot(vcam_home, tiny_model, tmp_path,
     write_video(str(clip), moving_face_frames(20, 640, 480, face_size=150))
     assert cli_enroll("--video", str(clip), "--frames", "3", "--name", "clip",
                       "--model", str(tiny_model), "--json") == 0
-    assert json.loads(capsys.readouterr().out)["shots"] == 3
+    result = json.loads(capsys.readouterr().out)
+    assert result["shots"] == 3 and result["coverage"]["frames"] == 3
+    # A clip of a face that only drifts covers little: the warning says what to add.
+    assert any("no open mouth" in warning for warning in result["warnings"])
     # No webcam here: the snapshot path reads the same clip through OpenCV's capture.
-    assert cli_enroll("--snapshot", "--camera", str(clip), "--no-preview", "--countdown", "0.2",
-                      "--name", "snap",
+    assert cli_enroll("--snapshot", "--single", "--camera", str(clip), "--no-preview",
+                      "--countdown", "0.2", "--name", "snap",
                       "--model", str(tiny_model), "--json") == 0
     assert load_avatar(vcam_home / "avatars" / "snap.avatar.safetensors").crops.shape[0] == 1
-    assert cli_enroll("--snapshot", "--camera", "7", "--no-preview", "--name", "x",
+    assert cli_enroll("--snapshot", "--single", "--camera", "7", "--no-preview", "--name", "x",
                       "--model", str(tiny_model)) == 2
     assert "no camera at 7" in capsys.readouterr().err
+    assert cli_enroll("--snapshot", "--camera", "7", "--no-preview", "--name", "x",
+                      "--model", str(tiny_model)) == 2
+    assert "no camera found at index 7" in capsys.readouterr().err
 
 
 def test_missing_model_and_conflicting_sources_are_user_errors(vcam_home, tmp_path, capsys,
@@ -204,3 +216,29 @@ def test_missing_model_and_conflicting_sources_are_user_errors(vcam_home, tmp_pa
     assert cli_enroll(str(photo), "--snapshot", "--name", "me", "--model",
                       str(tiny_model)) == 2
     assert "exactly one" in capsys.readouterr().err
+
+
+def test_more_photos_than_k_keep_the_ones_that_cover_most(tiny_model, dlib_detector,
+                                                          astronaut_image):
+    from vcam.runtime.demo import head_depth, open_mouth, turn_head
+    from vcam.warp import PiecewiseAffineWarp
+
+    photo = np.ascontiguousarray(astronaut_image[:320, 64:384])
+    points = dlib_detector.detect(photo)[0].points.astype(np.float64)
+    warp = PiecewiseAffineWarp(points, photo.shape[0])
+    opened = points.copy()
+    open_mouth(opened, 0.14 * float(np.ptp(points[:, 1])))
+    turned = turn_head(points, head_depth(points), 0.35, 0.0)
+    blurred = cv2.GaussianBlur(photo, (0, 0), 3)
+    photos = [Photo("same-1", photo), Photo("same-2", photo.copy()),
+              Photo("open", warp.warp(photo, opened)), Photo("turned", warp.warp(photo, turned)),
+              Photo("blurred", blurred)]
+    _, enrollment = enroll(photos, "x", load_models(tiny_model), dlib_detector,
+                           FineTuneSettings(), keep=3)
+    assert len(enrollment.crops) == 3
+    assert "blurred is blurred: left out" in enrollment.warnings
+    from vcam.coverage import face_features
+
+    kept = [face_features(points) for points in enrollment.landmarks]
+    assert max(feature.mouth_open for feature in kept) > 0.18  # the open mouth
+    assert max(feature.yaw for feature in kept) > 0.1  # the turn

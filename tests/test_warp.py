@@ -193,3 +193,37 @@ def test_a_given_triangulation_is_used(face):
     assert max_difference(warp.warp(image, points), image) <= 1
     with pytest.raises(ValueError, match="vertex indices"):
         PiecewiseAffineWarp(points, SIZE, triangles=np.arange(8))
+
+
+def test_region_aware_source_takes_the_mouth_from_the_nearest_mouth_shape():
+    from calibration.sets import neutral_face
+    from vcam.runtime.demo import open_mouth
+    from vcam.warp import WarpGuide, mouth_region_mask
+
+    size = 128
+    closed = neutral_face(size).astype(np.float64)
+    opened = closed.copy()
+    open_mouth(opened, 12.0)
+    # Frame 0: the target's head, mouth closed (red). Frame 1: the target's mouth shape, head
+    # moved down and right (blue).
+    crops = np.stack([np.full((size, size, 3), (200, 0, 0), np.uint8),
+                      np.full((size, size, 3), (0, 0, 200), np.uint8)])
+    landmarks = np.stack([closed, opened + 6.0])
+    target = opened
+    nearest = WarpGuide(crops, landmarks).image_for(target)
+    regions = WarpGuide(crops, landmarks, source="regions").image_for(target)
+    # Nearest over every landmark: the head's match, closed mouth and all (frame 0).
+    assert (nearest[..., 0] > 190).all()
+    mouth = np.round(target[62:67].mean(axis=0)).astype(int)
+    brow = np.round(target[17:27].mean(axis=0)).astype(int)
+    assert regions[mouth[1], mouth[0], 2] > 190 and regions[mouth[1], mouth[0], 0] < 10
+    assert regions[brow[1], brow[0], 0] > 190 and regions[brow[1], brow[0], 2] < 10
+    # No seam: the blend changes by a few grey levels per pixel at most.
+    assert np.abs(np.diff(regions.astype(int), axis=0)).max() < 40
+    mask = mouth_region_mask(target, size)
+    assert mask.shape == (size, size, 1) and mask.max() <= 1.0 and mask.min() >= 0.0
+    one = WarpGuide(crops[:1], landmarks[:1], source="regions")
+    assert np.array_equal(one.image_for(target), WarpGuide(crops[:1], landmarks[:1])
+                          .image_for(target))
+    with pytest.raises(ValueError, match="source"):
+        WarpGuide(crops, landmarks, source="best")

@@ -224,21 +224,26 @@ def resolve_avatar(name_or_path: str) -> Path:
 
 
 def list_avatars() -> list[dict]:
-    """Name, path, config, shots, fine-tuning steps and creation time of each bundle."""
+    """Name, path, config, shots (K), fine-tuning steps, creation time and coverage (what
+    the stored enrollment landmarks span, vcam.coverage) of each bundle."""
+    from vcam.coverage import coverage_summary
+
     entries = []
     for path in sorted(avatars_dir().glob(f"*{SUFFIX}")):
         try:
             with safe_open(str(path), framework="pt") as bundle:
                 document = json.loads((bundle.metadata() or {})[METADATA_KEY])
+                landmarks = bundle.get_tensor("enrollment.landmarks").numpy()
             if not isinstance(document, dict):
                 raise ValueError("metadata is not a JSON object")
+            coverage = coverage_summary(landmarks)
         except (SafetensorError, OSError, ValueError, KeyError):
             entries.append({"name": path.name.removesuffix(SUFFIX), "path": str(path),
                             "error": "unreadable"})
             continue
         entries.append({"name": document.get("name"), "path": str(path),
                         "config": document.get("config_name", "?"),
-                        "shots": document.get("shots"),
+                        "shots": coverage.frames, "coverage": coverage.to_dict(),
                         "finetune_steps": document.get("finetune_steps"),
                         "created": document.get("created"),
                         "megabytes": round(path.stat().st_size / 1e6, 1)})

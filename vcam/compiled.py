@@ -27,7 +27,7 @@ from vcam.avatar import Avatar, vcam_home
 from vcam.errors import UserError
 from vcam.images import to_tensor
 from vcam.landmarks.raster import rasterise
-from vcam.warp import WarpGuide
+from vcam.warp import RUNTIME_WARP_SOURCE, WarpGuide
 
 # Inputs used to check each exported model against torch, and to calibrate INT8.
 CHECK_COUNT = 16
@@ -55,7 +55,7 @@ def generator_inputs(avatar: Avatar, count: int, seed: int) -> np.ndarray:
     images = landmark_images(points, size, rasterise)
     if avatar.config.generator != "warp":
         return images
-    guide = WarpGuide(avatar.crops, avatar.landmarks)
+    guide = WarpGuide(avatar.crops, avatar.landmarks, RUNTIME_WARP_SOURCE)
     warped = np.stack([to_tensor(guide.image_for(p)).numpy() for p in points])
     return np.concatenate([images, warped], axis=1).astype(np.float32)
 

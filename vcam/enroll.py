@@ -7,6 +7,7 @@ photos (``vcam.train.finetune``).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import torch
 
 from vcam.avatar import Avatar, now
 from vcam.backdrop import Backdrop, backdrop_from_photo
+from vcam.coverage import choose_frames, coverage_advice, coverage_summary
 from vcam.data.sources import ClipReader, ClipSource, sane_fps
 from vcam.errors import UserError
 from vcam.images import to_tensor
@@ -33,6 +35,10 @@ from vcam.warp import WarpGuide
 
 # Faces whose landmarks span fewer pixels than this are too small to enroll from.
 MIN_FACE = 80
+# Frames of a clip (`vcam enroll --video`) the chooser picks the enrollment from.
+MAX_VIDEO_CANDIDATES = 120
+# Enrollment frames kept by default (photos, --video, --snapshot).
+DEFAULT_KEEP = 8
 
 
 @dataclass(frozen=True)
@@ -46,12 +52,15 @@ class Photo:
 @dataclass
 class Enrollment:
     """Aligned crops (T, S, S, 3) uint8, their landmarks (T, 68, 2), any warnings, and the
-    first photo around the face (for paste-back)."""
+    photo around the first (neutral) face, for paste-back. ``origins`` and ``transforms``:
+    which photo each crop came from and its crop transform (empty when not from photos)."""
 
     crops: np.ndarray
     landmarks: np.ndarray
     warnings: list[str] = field(default_factory=list)
     backdrop: Backdrop | None = None
+    origins: tuple[int, ...] = ()
+    transforms: tuple = ()
 
 
 def read_photo(path: Path) -> Photo:
@@ -59,8 +68,9 @@ def read_photo(path: Path) -> Photo:
     return Photo(str(path), read_image(path, "photo"))
 
 
-def video_photos(path: Path, count: int) -> list[Photo]:
-    """``count`` frames spread evenly over a clip."""
+def video_photos(path: Path, count: int = MAX_VIDEO_CANDIDATES) -> list[Photo]:
+    """Up to ``count`` frames spread evenly over a clip: the candidates the enrollment
+    chooser picks from."""
     if not path.is_file():
         raise UserError(f"{path} does not exist")
     frames = [frame for frame in ClipReader(ClipSource(path, path.stem)).frames()
@@ -73,16 +83,19 @@ def video_photos(path: Path, count: int) -> list[Photo]:
 
 def enrollment_photos(paths: Sequence[Path], video: Path | None, video_frames: int,
                       snapshot: bool, camera: str, countdown: float, preview: bool,
-                      detector: LandmarkDetector) -> list[Photo]:
-    """The photos to enroll from, exactly one source given: photo files, ``video_frames``
-    frames of ``video``, or a ``snapshot`` from ``camera`` after ``countdown`` seconds."""
+                      detector: LandmarkDetector, single: bool = False) -> list[Photo]:
+    """The photos to enroll from, exactly one source given: photo files, frames of
+    ``video`` to choose ``video_frames`` from, or (``snapshot`` and ``single``) one snapshot
+    from ``camera`` after ``countdown`` seconds. A guided snapshot (``snapshot`` alone) is
+    recorded by ``vcam.snapshot`` instead: no photos."""
     sources = sum([bool(paths), video is not None, snapshot])
     if sources != 1:
         raise UserError("give photos, or --video FILE, or --snapshot (exactly one of them)")
     if snapshot:
-        return [capture_snapshot(camera, detector, seconds=countdown, preview=preview)]
+        return [capture_snapshot(camera, detector, seconds=countdown, preview=preview)] \
+            if single else []
     if video is not None:
-        return video_photos(video, video_frames)
+        return video_photos(video, max(video_frames, MAX_VIDEO_CANDIDATES))
     return [read_photo(path) for path in paths]
 
 
@@ -102,16 +115,58 @@ def face_landmarks(photo: Photo, detector: LandmarkDetector,
     return faces[0].points
 
 
-def align_photos(photos: list[Photo], detector: LandmarkDetector, size: int) -> Enrollment:
+def align_photos(photos: list[Photo], detector: LandmarkDetector, size: int,
+                 skip_faceless: bool = False) -> Enrollment:
+    """Aligned crops of the photos' faces (``skip_faceless``: frames of a clip without a
+    usable face are left out instead of refused)."""
     warnings: list[str] = []
-    crops, landmarks, transforms = [], [], []
-    for photo in photos:
-        points = face_landmarks(photo, detector, warnings)
+    crops, landmarks, transforms, origins = [], [], [], []
+    for index, photo in enumerate(photos):
+        try:
+            points = face_landmarks(photo, detector, warnings)
+        except UserError:
+            if skip_faceless:
+                continue
+            raise
         transforms.append(crop_transform_for(points, size=size))
         crops.append(crop_face(photo.image, transforms[-1]))
         landmarks.append(transforms[-1].to_crop(points))
+        origins.append(index)
+    if not crops:
+        raise UserError(f"no usable face in {photos[0].label.split(' frame ')[0]}: use a clip "
+                        "where your face is clearly visible")
     return Enrollment(np.stack(crops), np.stack(landmarks).astype(np.float32), warnings,
-                      backdrop_from_photo(photos[0].image, transforms[0]))
+                      backdrop_from_photo(photos[origins[0]].image, transforms[0]),
+                      tuple(origins), tuple(transforms))
+
+
+def chosen(enrollment: Enrollment, keep: int, labels: list[str] | None = None) -> Enrollment:
+    """The ``keep`` frames that cover the face best, the most neutral first
+    (vcam.coverage.choose_frames), with a warning for each blurred or badly exposed frame."""
+    choice = choose_frames(list(enrollment.landmarks), keep, list(enrollment.crops))
+    warnings = list(enrollment.warnings)
+    if len(choice.rejected) == len(enrollment.crops):
+        warnings.append("every enrollment frame is blurred or badly exposed: use sharper, "
+                        "evenly lit photos")
+    elif labels is not None:
+        warnings += [f"{labels[index]} is {problem}: left out"
+                     for index, problem in sorted(choice.rejected.items())]
+    picked = list(choice.indices)
+    return Enrollment(enrollment.crops[picked], enrollment.landmarks[picked], warnings,
+                      enrollment.backdrop,
+                      tuple(enrollment.origins[i] for i in picked) if enrollment.origins else (),
+                      tuple(enrollment.transforms[i] for i in picked)
+                      if enrollment.transforms else ())
+
+
+def coverage_warnings(landmarks: np.ndarray) -> list[str]:
+    """One warning saying what the enrollment lacks, or none when it covers the face."""
+    coverage = coverage_summary(landmarks)
+    advice = coverage_advice(coverage)
+    if not advice:
+        return []
+    return [f"the enrollment ({coverage.text()}) covers little of the face: "
+            + "; ".join(advice) + " (`vcam enroll --snapshot` asks for each)"]
 
 
 def enrollment_tensors(enrollment: Enrollment) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,13 +194,29 @@ def config_name(config: ModelConfig) -> str:
 
 def enroll(photos: list[Photo], name: str, models: MetaModels, detector: LandmarkDetector,
            settings: FineTuneSettings, model_label: str = "",
-           on_step: Callable[[int, dict[str, float]], None] | None = None
-           ) -> tuple[Avatar, Enrollment]:
-    """Personalise ``models`` to the face in ``photos``; ``models`` is changed by FT (which
-    needs the discriminator: load them with it)."""
+           on_step: Callable[[int, dict[str, float]], None] | None = None,
+           keep: int = DEFAULT_KEEP, from_clip: bool = False) -> tuple[Avatar, Enrollment]:
+    """Personalise ``models`` to the face in ``photos`` (at most ``keep`` of them, chosen to
+    cover the face; ``from_clip``: frames of a clip, those without a face skipped);
+    ``models`` is changed by FT (which needs the discriminator: load them with it)."""
     if settings.steps > 0 and models.discriminator is None:
         raise ValueError("fine-tuning needs the discriminator: load the models with it")
-    enrollment = align_photos(photos, detector, models.config.image_size)
+    aligned = align_photos(photos, detector, models.config.image_size, skip_faceless=from_clip)
+    labels = None if from_clip else [photo.label for photo in photos]
+    enrollment = chosen(aligned, keep, labels) if len(photos) > 1 else aligned
+    if enrollment.origins and enrollment.origins[0] != aligned.origins[0]:
+        enrollment = dataclasses.replace(enrollment, backdrop=backdrop_from_photo(
+            photos[enrollment.origins[0]].image, enrollment.transforms[0]))
+    return enroll_aligned(enrollment, name, models, settings, model_label, on_step)
+
+
+def enroll_aligned(enrollment: Enrollment, name: str, models: MetaModels,
+                   settings: FineTuneSettings, model_label: str = "",
+                   on_step: Callable[[int, dict[str, float]], None] | None = None
+                   ) -> tuple[Avatar, Enrollment]:
+    """Personalise ``models`` to aligned enrollment frames (the first is the neutral face);
+    adds a warning when they cover little of the face."""
+    enrollment.warnings.extend(coverage_warnings(enrollment.landmarks))
     frames, marks = enrollment_tensors(enrollment)
     with torch.no_grad():
         embedding = models.embedder(frames, marks).mean(dim=0)
@@ -157,7 +228,7 @@ def enroll(photos: list[Photo], name: str, models: MetaModels, detector: Landmar
                            on_step)
     deployable = personalised.deployable()
     info = {"created": now(), "config_name": config_name(models.config),
-            "shots": len(photos), "finetune_steps": settings.steps, "model": model_label,
+            "shots": len(enrollment.crops), "finetune_steps": settings.steps, "model": model_label,
             "final_losses": history[-1] if history else {}}
     avatar = Avatar(name, models.config, deployable.state_dict(), enrollment.crops,
                     enrollment.landmarks, info, backdrop=enrollment.backdrop)

@@ -98,3 +98,37 @@ def test_the_closest_enrollment_frame_decides(neutral):
 def test_landmarks_of_the_wrong_shape_are_refused(neutral):
     with pytest.raises(ValueError, match="68, 2"):
         motion_label(neutral[:60], neutral[None])
+
+
+def test_a_mouth_opening_beyond_the_nearest_enrollment_frame_is_its_own_subset(neutral):
+    from vcam.eval.motion import (
+        ALL_FRAMES,
+        BEYOND_SOURCE_OPENING,
+        BEYOND_TARGET_OPENING,
+        MOUTH_BEYOND,
+        frame_subsets,
+        mouth_opens_beyond_enrollment,
+    )
+
+    closed = with_open_mouth(neutral, -mouth_opening(neutral))  # gap 0
+    target = with_open_mouth(closed, BEYOND_TARGET_OPENING + 0.05)
+    assert mouth_opens_beyond_enrollment(target, closed[None])
+    assert frame_subsets(target, closed[None]) == [ALL_FRAMES, MOUTH_BEYOND]
+    # Barely parted lips are not "open"; a source that is itself half open is not "closed".
+    assert not mouth_opens_beyond_enrollment(with_open_mouth(closed, 0.09), closed[None])
+    half_open = with_open_mouth(closed, BEYOND_SOURCE_OPENING + 0.01)
+    assert not mouth_opens_beyond_enrollment(target, half_open[None])
+    # The nearest enrollment frame decides, as for the warp's source: an open-mouthed frame
+    # that is far away in pose does not rescue the target.
+    turned_open = apply_pose(with_open_mouth(closed, 0.3), HeadPose(yaw=30), SIZE)
+    assert mouth_opens_beyond_enrollment(target, np.stack([closed, turned_open]))
+    wide = with_open_mouth(closed, 0.2)
+    assert not mouth_opens_beyond_enrollment(target, np.stack([closed, wide]))
+    assert frame_subsets(closed, closed[None]) == [ALL_FRAMES]
+
+
+def test_a_turned_head_is_in_the_large_pose_subset(neutral):
+    from vcam.eval.motion import ALL_FRAMES, frame_subsets
+
+    turned = apply_pose(neutral, HeadPose(yaw=30), SIZE)
+    assert frame_subsets(turned, neutral[None]) == [ALL_FRAMES, LARGE_POSE]

@@ -8,7 +8,7 @@ from tests.conftest import REPO
 from vcam.cli import main
 from vcam.data.clips import open_dataset
 from vcam.data.preprocess import PreprocessSettings, run_preprocess
-from vcam.eval.motion import MOTIONS
+from vcam.eval.motion import ALL_FRAMES, MOTIONS, SUBSETS
 from vcam.eval.run import enrolled, render_baseline
 
 
@@ -28,9 +28,16 @@ def check_report(out, shots: list[int], methods: set[str], clips: int) -> dict:
         assert row["pose_error"] >= 0 and row["flicker"] > 0
     table = (out / "metrics.md").read_text()
     assert "warping baseline" in table and "ours, feed-forward" in table
-    assert "## By motion" in table
+    assert "## By motion" in table and "## By subset" in table and "mouth PSNR" in table
     check_motion_rows(report)
+    check_subset_rows(report)
     assert len(list((out / "grids").glob("*.png"))) == clips * len(shots)
+    for method, k in {(row["method"], row["shots"]) for row in overall} - {("warp", k)
+                                                                          for k in shots}:
+        differ = cv2.imread(str(out / f"differ-most-{method}-k{k}.png"))
+        frames = min(8, report["settings"]["frames"] * clips)
+        size = differ.shape[1] // 3
+        assert differ.shape[:2] == (size * frames, size * 3)  # real | warp | ours
     video = cv2.VideoCapture(str(out / "side_by_side.mp4"))
     assert video.isOpened() and video.get(cv2.CAP_PROP_FRAME_COUNT) > 0
     return report
@@ -48,13 +55,33 @@ def check_motion_rows(report: dict) -> None:
         assert all(0 < row["ssim"] <= 1 and row["pose_error"] >= 0 for row in rows)
 
 
+def check_subset_rows(report: dict) -> None:
+    """by_subset gives every (method, K) its figures on all frames, the frames whose mouth
+    opens beyond the enrollment and the large-pose frames, mouth and eye regions included."""
+    by_subset = report["by_subset"]
+    for overall in report["overall"]:
+        rows = {row["subset"]: row for row in by_subset
+                if (row["method"], row["shots"]) == (overall["method"], overall["shots"])}
+        assert set(rows) == set(SUBSETS)
+        assert rows[ALL_FRAMES]["frames"] == overall["frames"]
+        assert rows[ALL_FRAMES]["mouth_ssim"] == pytest.approx(
+            np.mean([row["mouth_ssim"] for row in report["per_clip"]
+                     if (row["method"], row["shots"]) == (overall["method"], overall["shots"])]),
+            abs=0.05)
+        for row in rows.values():
+            assert 0 <= row["frames"] <= overall["frames"]
+            if row["frames"]:
+                assert all(0 < row[f"{region}_ssim"] <= 1 and row[f"{region}_psnr"] > 5
+                           for region in ("mouth", "eye"))
+
+
 def test_eval_writes_every_output(tiny_model, tiny_dataset, tmp_path, capsys):
     out = tmp_path / "report"
     assert run_eval(tiny_model, tiny_dataset, out, "--shots", "1", "2", "--frames", "5",
                     "--max-clips", "2", "--finetune-steps", "2", "--json") == 0
     printed = json.loads(capsys.readouterr().out)
     report = check_report(out, [1, 2], {"ff", "ft", "warp"}, clips=2)
-    assert printed == {"overall": report["overall"], "by_motion": report["by_motion"]}
+    assert printed == {key: report[key] for key in ("overall", "by_subset", "by_motion")}
     assert all(row["frames"] == 5 for row in report["per_clip"])
     grid = cv2.imread(str(next((out / "grids").glob("*.png"))))
     assert grid.shape[1] == 64 * 6  # enrollment, landmarks, real, ff, ft, warp

@@ -15,6 +15,7 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vcam.avatar import avatars_dir, list_avatars
+    from vcam.coverage import Coverage
 
     entries = list_avatars()
     if args.json:
@@ -27,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{entry['name']:<20} unreadable  {entry['path']}")
             continue
         mode = f"FT {entry['finetune_steps']}" if entry["finetune_steps"] else "FF"
-        print(f"{entry['name']:<20} {entry['config']:<6} {entry['shots']} shot(s) {mode:<7} "
-              f"{entry['megabytes']:>6} MB  {entry['created']}  {entry['path']}")
+        print(f"{entry['name']:<20} {entry['config']:<6} K={entry['shots']:<2} {mode:<7} "
+              f"{entry['megabytes']:>6} MB  {entry['created']}  {entry['path']}\n"
+              f"{'':<20} covers {Coverage.from_dict(entry['coverage']).text()}")
     return 0

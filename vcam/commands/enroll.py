@@ -30,12 +30,18 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--force", action="store_true", help="replace an existing avatar")
     command.add_argument("--video", type=Path, help="enroll from frames of this clip")
     command.add_argument("--frames", type=positive_int, default=8,
-                         help="frames taken from --video (default 8)")
+                         help="enrollment frames kept, chosen to cover mouth, eyes and pose "
+                         "(from --video, --snapshot or more photos than this; default 8)")
     command.add_argument("--snapshot", action="store_true",
-                         help="take the photo with the webcam after a countdown")
-    command.add_argument("--camera", default="0", help="camera index for --snapshot")
+                         help="a guided few-second webcam recording (prompts in the preview)")
+    command.add_argument("--single", action="store_true",
+                         help="with --snapshot: one photo after a countdown instead")
+    command.add_argument("--camera", default="0",
+                         help="camera index (or a video file) for --snapshot")
+    command.add_argument("--prompt-seconds", type=float, default=2.0,
+                         help="--snapshot: the longest each prompt is shown (default 2)")
     command.add_argument("--countdown", type=float, default=3.0,
-                         help="seconds of countdown before the snapshot")
+                         help="seconds of countdown before a --single snapshot")
     command.add_argument("--no-preview", action="store_true",
                          help="no preview window during --snapshot")
     add_vgg_option(command, "VGG19 weights for fine-tuning's content loss (as for "
@@ -46,7 +52,8 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vcam.avatar import avatar_path, save_avatar
-    from vcam.enroll import enroll, enrollment_photos, warn
+    from vcam.coverage import coverage_summary
+    from vcam.enroll import Enrollment, enroll, enroll_aligned, enrollment_photos, warn
     from vcam.landmarks.detector import create_detector
     from vcam.models.store import default_model_path, load_models
     from vcam.models.vgg import vgg_weights_setting
@@ -61,24 +68,52 @@ def run(args: argparse.Namespace) -> int:
     models = load_models(model_path, args.device, discriminator=args.steps > 0)
     detector = create_detector("dlib")
     photos = enrollment_photos(args.photos, args.video, args.frames, args.snapshot,
-                               args.camera, args.countdown, not args.no_preview, detector)
+                               args.camera, args.countdown, not args.no_preview, detector,
+                               single=args.single)
+    recording = None if photos else guided_recording(args, detector, models.config.image_size)
     settings = FineTuneSettings(
         steps=args.steps, identity_loss=True,
         vgg_weights=vgg_weights_setting(args.vgg) if args.steps else None)
     with FineTuneProgress(args.steps, quiet=args.json) as progress:
-        avatar, enrollment = enroll(photos, args.name, models, detector, settings,
-                                    str(model_path), progress.update)
+        if recording is not None:
+            avatar, enrollment = enroll_aligned(
+                Enrollment(recording.crops, recording.landmarks), args.name, models,
+                settings, str(model_path), progress.update)
+        else:
+            avatar, enrollment = enroll(photos, args.name, models, detector, settings,
+                                        str(model_path), progress.update, keep=args.frames,
+                                        from_clip=args.video is not None)
     for message in enrollment.warnings:
         warn(message)
     save_avatar(avatar, out, force=args.force)
-    result = {"name": args.name, "path": str(out), "shots": len(photos),
-              "finetune_steps": args.steps, "warnings": enrollment.warnings}
+    shots = len(enrollment.crops)
+    result = {"name": args.name, "path": str(out), "shots": shots,
+              "finetune_steps": args.steps, "warnings": enrollment.warnings,
+              "coverage": coverage_summary(enrollment.landmarks).to_dict()}
+    if recording is not None:
+        result["prompts_met"] = recording.met
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         mode = f"fine-tuned {args.steps} steps" if args.steps else "feed-forward"
-        print(f"avatar {args.name!r} ({len(photos)} photo(s), {mode}) saved to {out}")
+        print(f"avatar {args.name!r} ({shots} frame(s), {mode}) saved to {out}")
     return 0
+
+
+def guided_recording(args: argparse.Namespace, detector, image_size: int):
+    """The guided snapshot (`vcam enroll --snapshot`): prompts, then K chosen frames."""
+    from vcam.snapshot import GuidedSettings, camera_source, record_guided, show_guidance
+
+    settings = GuidedSettings(prompt_seconds=args.prompt_seconds, keep=args.frames,
+                              image_size=image_size)
+    try:
+        return record_guided(camera_source(args.camera), detector, settings,
+                             None if args.no_preview else show_guidance)
+    finally:
+        if not args.no_preview:
+            import cv2
+
+            cv2.destroyAllWindows()
 
 
 class FineTuneProgress:

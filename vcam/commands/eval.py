@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import sys
 from pathlib import Path
 
 from vcam.commands.arguments import positive_int
@@ -27,14 +27,18 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
                          help="target frames per clip")
     command.add_argument("--finetune-steps", type=int, default=0,
                          help="also evaluate avatars fine-tuned for this many steps")
+    command.add_argument("--protocol", choices=("chosen", "first"), default="chosen",
+                         help="chosen: enroll from K frames chosen for coverage in each clip's "
+                         "first half, targets from its second half; first: the first K frames")
+    command.add_argument("--warp-source", choices=("nearest", "regions"),
+                         help="how the warp's source frame is chosen (default: as the avatar "
+                         "renders)")
     add_vgg_option(command, "as for `vcam train meta` (fine-tuning)")
     command.add_argument("--force", action="store_true", help="replace an earlier report")
     command.add_argument("--json", action="store_true", help="print the overall figures as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from vcam.data.clips import open_dataset
     from vcam.eval.report import check_report_folder, markdown_report, write_report
     from vcam.eval.run import EvalSettings, evaluate
@@ -48,16 +52,18 @@ def run(args: argparse.Namespace) -> int:
                               vgg_weights=vgg_weights_setting(args.vgg)
                               if args.finetune_steps > 0 else None)
     settings = EvalSettings(shots=tuple(sorted(set(args.shots))), max_clips=args.max_clips,
-                            frames=args.frames, finetune=tuning)
-    with tqdm(total=args.max_clips, desc="eval", unit="clip", disable=args.json,
-              file=sys.stderr) as bar:
-        results = evaluate(args.model, dataset, settings, create_detector("dlib"),
-                           on_clip=lambda _: bar.update())
+                            frames=args.frames, finetune=tuning, protocol=args.protocol)
+    if args.warp_source:
+        settings = dataclasses.replace(settings, warp_source=args.warp_source)
+    results = evaluate(args.model, dataset, settings, create_detector("dlib"),
+                       progress=not args.json)
     record = {"model": str(args.model), "data": str(args.data), "shots": list(settings.shots),
-              "frames": args.frames, "finetune_steps": tuning.steps, "clips": len(results)}
+              "frames": args.frames, "finetune_steps": tuning.steps, "clips": len(results),
+              "protocol": settings.protocol, "warp_source": settings.warp_source}
     report = write_report(args.out, results, record, settings.grid_frames)
     if args.json:
-        print(json.dumps({key: report[key] for key in ("overall", "by_motion")}, indent=1))
+        print(json.dumps({key: report[key] for key in ("overall", "by_subset", "by_motion")},
+                         indent=1))
     else:
         print(markdown_report(report))
         print(f"report written to {args.out}")

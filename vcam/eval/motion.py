@@ -11,7 +11,13 @@ Each target frame gets one label, so the report can say where each method wins:
   above :data:`OPEN_MOUTH_THRESHOLD`.
 * ``small motion``: anything else (near-frontal to the enrollment, mouth about closed).
 
-Large pose takes precedence over open mouth. Landmarks are (68, 2) pixel coordinates in
+Large pose takes precedence over open mouth.
+
+Beside the labels, :func:`mouth_opens_beyond_enrollment` marks the frames no enrollment frame
+can show by warping: the target's mouth is open (inner-lip gap above
+:data:`BEYOND_TARGET_OPENING`) while the enrollment frame the warp starts from (the nearest by
+landmarks, :func:`vcam.warp.nearest_frame`) has it about closed (below
+:data:`BEYOND_SOURCE_OPENING`). Landmarks are (68, 2) pixel coordinates in
 iBUG 300-W order; both measures are scale-free, so any crop size works.
 """
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from calibration.ibug import ABOVE_MOUTH, LOWER_INNER_LIP, OUTER_EYE_CORNERS, UPPER_INNER_LIP
+from vcam.warp import nearest_frame
 
 SMALL_MOTION, LARGE_POSE, OPEN_MOUTH = "small motion", "large pose", "open mouth"
 MOTIONS = (SMALL_MOTION, LARGE_POSE, OPEN_MOUTH)
@@ -37,6 +44,13 @@ OPEN_MOUTH_THRESHOLD = 0.12
 # jitter. On the synthetic face of calibration.sets it is a turn of about 17 degrees of yaw
 # or pitch.
 LARGE_POSE_THRESHOLD = 0.07
+# "Mouth opens beyond every enrollment frame": the target's inner-lip gap above 0.10
+# inter-ocular distances (lips clearly apart) while the warp source's is below 0.05 (closed).
+BEYOND_TARGET_OPENING = 0.10
+BEYOND_SOURCE_OPENING = 0.05
+# Subsets of the target frames the report gives figures for, beside all frames.
+ALL_FRAMES, MOUTH_BEYOND = "all", "mouth opens beyond enrollment"
+SUBSETS = (ALL_FRAMES, MOUTH_BEYOND, LARGE_POSE)
 
 
 def inter_ocular(points: np.ndarray) -> float:
@@ -103,3 +117,24 @@ def checked(points: np.ndarray) -> np.ndarray:
     if points.shape != (68, 2):
         raise ValueError(f"expected (68, 2) landmarks, got {points.shape}")
     return points
+
+
+def mouth_opens_beyond_enrollment(target: np.ndarray, enrollment: np.ndarray) -> bool:
+    """Whether the target's mouth is open (gap > :data:`BEYOND_TARGET_OPENING`) while the
+    enrollment frame nearest by landmarks (the warp source) has it closed (gap <
+    :data:`BEYOND_SOURCE_OPENING`); ``enrollment`` is (K, 68, 2)."""
+    target = checked(target)
+    if mouth_opening(target) <= BEYOND_TARGET_OPENING:
+        return False
+    sets = np.asarray(enrollment, np.float64).reshape(-1, *target.shape)
+    return mouth_opening(sets[nearest_frame(sets, target)]) < BEYOND_SOURCE_OPENING
+
+
+def frame_subsets(target: np.ndarray, enrollment: np.ndarray) -> list[str]:
+    """The :data:`SUBSETS` a target frame belongs to (always ``all``)."""
+    subsets = [ALL_FRAMES]
+    if mouth_opens_beyond_enrollment(target, enrollment):
+        subsets.append(MOUTH_BEYOND)
+    if pose_change(target, enrollment) > LARGE_POSE_THRESHOLD:
+        subsets.append(LARGE_POSE)
+    return subsets

@@ -11,7 +11,15 @@ import numpy as np
 
 from vcam.errors import UserError
 from vcam.eval.metrics import METRIC_CAPS, means_of
-from vcam.eval.motion import LARGE_POSE_THRESHOLD, MOTIONS, OPEN_MOUTH_THRESHOLD
+from vcam.eval.motion import (
+    BEYOND_SOURCE_OPENING,
+    BEYOND_TARGET_OPENING,
+    LARGE_POSE_THRESHOLD,
+    MOTIONS,
+    OPEN_MOUTH_THRESHOLD,
+    SUBSETS,
+)
+from vcam.eval.regions import BOX_SCALE, MIN_BOX_SIDE, MOUTH_POINTS, mouth_difference, region_box
 from vcam.eval.run import METRICS, ClipResult, ClipRun, flicker_rows
 from vcam.files import atomic_write_text, is_within
 from vcam.landmarks.raster import rasterise
@@ -20,6 +28,11 @@ from vcam.shared import repository_root
 METHOD_NAMES = {"ff": "ours, feed-forward", "ft": "ours, fine-tuned",
                 "warp": "warping baseline"}
 COLUMNS = (*METRICS, "flicker")
+METRIC_HEADERS = ["SSIM", "PSNR (dB)", "mouth SSIM", "mouth PSNR", "eye SSIM", "eye PSNR",
+                  "CSIM", "pose error"]
+# Frames in the grid of frames where ours and the warping baseline differ most.
+DIFFER_MOST_FRAMES = 8
+BOX_COLOUR = (0, 200, 0)
 
 
 def per_clip_rows(results: list[ClipResult]) -> list[dict]:
@@ -69,9 +82,39 @@ def motion_rows(results: list[ClipResult]) -> list[dict]:
     return rows
 
 
+def subset_rows(results: list[ClipResult]) -> list[dict]:
+    """Means over frames for each (method, K, subset of vcam.eval.motion.SUBSETS), frames of
+    all clips pooled; an empty subset is listed with no frames and None for its figures."""
+    frames = [row for result in results for run in result.runs for row in run.rows]
+    rows = []
+    for method, shots in method_keys(frames):
+        for subset in SUBSETS:
+            group = [row for row in frames if (row["method"], row["shots"]) == (method, shots)
+                     and subset in row["subsets"]]
+            figures = means_of(group, METRICS) if group else dict.fromkeys(METRICS)
+            rows.append({"method": method, "shots": shots, "subset": subset,
+                         "frames": len(group), **figures})
+    return rows
+
+
+def subset_table(by_subset: list[dict]) -> str:
+    lines = table_lines(
+        ["method", "K", "subset", "frames", *METRIC_HEADERS],
+        [[METHOD_NAMES[row["method"]], str(row["shots"]), row["subset"], str(row["frames"]),
+          *(number(row[name]) for name in METRICS)] for row in by_subset])
+    notes = ["", "Frames of all clips pooled. Mouth opens beyond enrollment: the target's "
+             f"inner-lip gap exceeds {BEYOND_TARGET_OPENING} inter-ocular distances while the "
+             "enrollment frame nearest by landmarks (the warp's source) has it below "
+             f"{BEYOND_SOURCE_OPENING}. Large pose: as in the table by motion. Mouth and eye "
+             "figures are measured in a square box around landmarks 48-67 and 36-47 of the "
+             f"target, {BOX_SCALE}x their extent and at least {MIN_BOX_SIDE} px, clipped to "
+             "the frame."]
+    return "\n".join(lines + notes) + "\n"
+
+
 def motion_table(by_motion: list[dict]) -> str:
     lines = table_lines(
-        ["method", "K", "motion", "frames", "SSIM", "PSNR (dB)", "CSIM", "pose error"],
+        ["method", "K", "motion", "frames", *METRIC_HEADERS],
         [[METHOD_NAMES[row["method"]], str(row["shots"]), row["motion"], str(row["frames"]),
           *(number(row[name]) for name in METRICS)] for row in by_motion])
     notes = ["", "Frames of all clips pooled. Each target frame is labelled from landmarks "
@@ -84,15 +127,15 @@ def motion_table(by_motion: list[dict]) -> str:
 
 
 def markdown_report(report: dict) -> str:
-    """metrics.md: the overall table, then the table by kind of motion."""
-    return (markdown_table(report["overall"]) + "\n## By motion\n\n"
+    """metrics.md: the overall table, the table by subset, then by kind of motion."""
+    return (markdown_table(report["overall"]) + "\n## By subset\n\n"
+            + subset_table(report["by_subset"]) + "\n## By motion\n\n"
             + motion_table(report["by_motion"]))
 
 
 def markdown_table(overall: list[dict]) -> str:
     lines = table_lines(
-        ["method", "K", "clips", "frames", "SSIM", "PSNR (dB)", "CSIM", "pose error",
-         "flicker"],
+        ["method", "K", "clips", "frames", *METRIC_HEADERS, "flicker"],
         [[METHOD_NAMES[row["method"]], str(row["shots"]), str(row["clips"]), str(row["frames"]),
           *(number(row[name]) for name in COLUMNS)] for row in overall])
     notes = ["", "SSIM, PSNR, CSIM: higher is better. Pose error (landmarks re-detected on the "
@@ -130,6 +173,37 @@ def grid(result: ClipResult, shots: int, count: int) -> np.ndarray:
                   *(run.frames[index] for run in ordered(runs))]
         rows.append(np.hstack(panels))
     return np.vstack(rows)
+
+
+def differ_most(results: list[ClipResult], method: str, shots: int,
+                count: int = DIFFER_MOST_FRAMES) -> np.ndarray | None:
+    """Rows of (real | warping baseline | ours) for the ``count`` frames of all clips where
+    ours differs most from the baseline inside the mouth box, the box drawn on each panel;
+    None when ``method`` or the baseline was not run for this K."""
+    candidates = []
+    for result in results:
+        runs = {run.method: run for run in result.runs if run.shots == shots}
+        if method not in runs or "warp" not in runs:
+            continue
+        for index, points in enumerate(result.targets):
+            ours, warp = runs[method].frames[index], runs["warp"].frames[index]
+            candidates.append((mouth_difference(ours, warp, points), result.reals[index], warp,
+                               ours, points))
+    if not candidates:
+        return None
+    candidates.sort(key=lambda candidate: -candidate[0])
+    rows = []
+    for _, real, warp, ours, points in candidates[:count]:
+        box = region_box(points, MOUTH_POINTS, real.shape[:2])
+        rows.append(np.hstack([boxed(panel, box) for panel in (real, warp, ours)]))
+    return np.vstack(rows)
+
+
+def boxed(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """A copy of ``image`` with ``box`` outlined."""
+    copy = image.copy()
+    cv2.rectangle(copy, box[:2], (box[2] - 1, box[3] - 1), BOX_COLOUR, 1)
+    return copy
 
 
 def ordered(runs: list[ClipRun]) -> list[ClipRun]:
@@ -181,13 +255,18 @@ def write_report(out: Path, results: list[ClipResult], settings_record: dict,
         for shots in sorted({run.shots for run in result.runs}):
             write_png(out / "grids" / f"{result.clip.clip_id}-k{shots}.png",
                       grid(result, shots, grid_frames))
+    for method, shots in method_keys(clip_rows):
+        image = differ_most(results, method, shots) if method != "warp" else None
+        if image is not None:
+            write_png(out / f"differ-most-{method}-k{shots}.png", image)
     first = results[0]
     span = max(1, first.indices[-1] - first.indices[0] + 1)
     fps = float(first.clip.meta.get("fps", 25.0)) * len(first.indices) / span
     write_video(out / "side_by_side.mp4", first, min(run.shots for run in first.runs),
                 max(fps, 1.0))
     report = {"settings": settings_record, "overall": overall,
-              "by_motion": motion_rows(results), "per_clip": clip_rows}
+              "by_subset": subset_rows(results), "by_motion": motion_rows(results),
+              "per_clip": clip_rows}
     atomic_write_text(out / "metrics.md", markdown_report(report))
     atomic_write_text(out / "metrics.json", json.dumps(report, indent=1, default=str))
     return report

@@ -22,7 +22,7 @@ from engines.backend import (
 from vcam.avatar import Avatar
 from vcam.compiled import generator_source
 from vcam.errors import UserError
-from vcam.warp import WarpGuide
+from vcam.warp import RUNTIME_WARP_SOURCE, WarpGuide
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class AvatarLibrary:
         if avatar.config.generator != "warp":
             return None
         if index not in self._guides:
-            self._guides[index] = WarpGuide(avatar.crops, avatar.landmarks)
+            self._guides[index] = WarpGuide(avatar.crops, avatar.landmarks, RUNTIME_WARP_SOURCE)
         return self._guides[index]
 
     def render(self, index: int, landmark_images: np.ndarray) -> np.ndarray:

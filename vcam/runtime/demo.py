@@ -84,14 +84,24 @@ class DemoAnimation:
         yaw = motion.yaw * math.sin(2 * math.pi * seconds / 6.1 + phases[3])
         pitch = motion.pitch * math.sin(2 * math.pi * seconds / 4.3 + phases[4])
         roll = motion.roll * math.sin(2 * math.pi * seconds / 7.7 + phases[5])
-        relative = face - self._centre
-        x, y, z = relative[:, 0], relative[:, 1], self._depth
-        x, z = x * math.cos(yaw) + z * math.sin(yaw), z * math.cos(yaw) - x * math.sin(yaw)
-        y = y * math.cos(pitch) - z * math.sin(pitch)
-        cos, sin = math.cos(roll), math.sin(roll)
-        x, y = x * cos - y * sin, x * sin + y * cos
         sway = motion.sway * self._height * math.sin(2 * math.pi * seconds / 5.3)
-        return np.stack([x + self._centre[0] + sway, y + self._centre[1]], axis=1)
+        turned = turn_head(face, self._depth, yaw, pitch, roll, self._centre)
+        return turned + np.array([sway, 0.0])
+
+
+def turn_head(face: np.ndarray, depth: np.ndarray, yaw: float, pitch: float,
+              roll: float = 0.0, centre: np.ndarray | None = None) -> np.ndarray:
+    """Landmarks (68, 2) rotated in 3-D about ``centre`` (default: their mean), given each
+    point's ``depth`` (:func:`head_depth`), and projected orthographically. Angles in
+    radians: positive yaw moves the nose to the image's right, positive pitch lifts it."""
+    centre = face.mean(axis=0) if centre is None else centre
+    relative = face - centre
+    x, y, z = relative[:, 0], relative[:, 1], depth
+    x, z = x * math.cos(yaw) + z * math.sin(yaw), z * math.cos(yaw) - x * math.sin(yaw)
+    y = y * math.cos(pitch) - z * math.sin(pitch)
+    cos, sin = math.cos(roll), math.sin(roll)
+    x, y = x * cos - y * sin, x * sin + y * cos
+    return np.stack([x + centre[0], y + centre[1]], axis=1)
 
 
 def head_depth(neutral: np.ndarray) -> np.ndarray:
