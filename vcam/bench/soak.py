@@ -28,9 +28,9 @@ from vcam.models.store import default_model_path, load_models
 from vcam.runtime.avatars import AvatarLibrary, RendererSettings
 from vcam.runtime.compositor import CompositorSettings
 from vcam.runtime.demo import DemoAnimation, DemoSource
+from vcam.runtime.file_sink import FileSink
 from vcam.runtime.frames import Frame
 from vcam.runtime.pipeline import Pipeline, PipelineSettings
-from vcam.runtime.sinks import FileSink
 from vcam.runtime.stats import StatsSnapshot
 
 SOAK_FPS = 30.0
