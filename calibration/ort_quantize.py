@@ -18,7 +18,6 @@ generators on a 2-core AMD EPYC (AVX2, no VNNI), PSNR of INT8 against FP32 frame
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from calibration.files import atomic_write_bytes
 from calibration.sets import iterate_batches
 
 QUANT_TYPES = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}
@@ -145,19 +145,6 @@ def quantise_static(fp32_path: Path, int8_path: Path, images: np.ndarray,
             weight_type=QUANT_TYPES[options.weight_type],
             calibrate_method=CALIBRATION_METHODS[options.calibrate_method],
         )
-        _move_into_place(staged, int8_path)
+        # A copy then a rename: a rename across file systems would not be atomic.
+        atomic_write_bytes(int8_path, staged.read_bytes())
     return int8_path
-
-
-def _move_into_place(staged: Path, destination: Path) -> None:
-    """Copy ``staged`` beside ``destination`` and rename it there, so a reader never sees a
-    partial file (a rename across file systems is not atomic, a copy then a rename is)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(staged.read_bytes())
-        os.replace(partial, destination)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise

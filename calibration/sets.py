@@ -18,25 +18,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NUM_LANDMARKS = 68
+from calibration.ibug import (
+    BROWS,
+    INNER_LIP,
+    JAW,
+    LEFT_EYE,
+    LEFT_EYE_CORNERS,
+    LOWER_LIP,
+    NOSE_BASE,
+    NOSE_BRIDGE,
+    NOSE_TIP,
+    NUM_LANDMARKS,
+    OUTER_LIP,
+    RIGHT_EYE,
+    RIGHT_EYE_CORNERS,
+    UPPER_LIP,
+)
+
 # (points, size) -> RGB uint8 (size, size, 3) landmark image.
 Rasteriser = Callable[[np.ndarray, int], np.ndarray]
 
-JAW = slice(0, 17)
-BROWS = slice(17, 27)
-NOSE_BRIDGE = slice(27, 31)
-NOSE_BASE = slice(31, 36)
-RIGHT_EYE = slice(36, 42)
-LEFT_EYE = slice(42, 48)
-OUTER_LIP = slice(48, 60)
-INNER_LIP = slice(60, 68)
-UPPER_LIP = np.array([49, 50, 51, 52, 53, 61, 62, 63])
-LOWER_LIP = np.array([55, 56, 57, 58, 59, 65, 66, 67])
-CHIN = np.arange(5, 12)
+# The jaw points around the chin that an open mouth drops.
+CHIN_CURVE = np.arange(5, 12)
 # Eyelid points of each eye (iBUG): upper 37, 38 / 43, 44; lower 40, 41 / 46, 47.
 EYELIDS = np.array([37, 38, 40, 41, 43, 44, 46, 47])
 # Each eye's corner points, paired with the lids above: the lids collapse onto their line.
-EYE_CORNERS = np.array([[36, 39]] * 4 + [[42, 45]] * 4)
+EYE_CORNERS = np.array([RIGHT_EYE_CORNERS] * 4 + [LEFT_EYE_CORNERS] * 4)
 
 # How far each point stands out of the face plane, in face widths (nose tip highest).
 DEPTH_BY_GROUP = (
@@ -44,7 +51,6 @@ DEPTH_BY_GROUP = (
     (RIGHT_EYE, 0.0), (LEFT_EYE, 0.0), (OUTER_LIP, 0.1), (INNER_LIP, 0.1),
 )
 NOSE_TIP_DEPTH = 0.3
-NOSE_TIP = 30
 # Neutral face width as a fraction of the crop (matches an alignment margin of about 1.8).
 NEUTRAL_FACE_WIDTH = 0.5
 
@@ -167,7 +173,7 @@ def apply_expression(points: np.ndarray, expression: Expression) -> np.ndarray:
     drop = expression.mouth_open * 0.15 * width
     moved[LOWER_LIP, 1] += drop * _mouth_profile(moved, LOWER_LIP)
     moved[UPPER_LIP, 1] -= 0.15 * drop * _mouth_profile(moved, UPPER_LIP)
-    moved[CHIN, 1] += 0.8 * drop * np.sin(np.linspace(0.3, np.pi - 0.3, len(CHIN)))
+    moved[CHIN_CURVE, 1] += 0.8 * drop * np.sin(np.linspace(0.3, np.pi - 0.3, len(CHIN_CURVE)))
     corners = moved[EYE_CORNERS].mean(axis=1)
     moved[EYELIDS, 1] = corners[:, 1] + (1 - expression.blink) * (moved[EYELIDS, 1] - corners[:, 1])
     moved[BROWS, 1] -= expression.brow_raise * 0.08 * width

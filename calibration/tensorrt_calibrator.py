@@ -11,14 +11,13 @@ a QDQ model from :mod:`calibration.ort_quantize` builds an INT8 engine without t
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from calibration.files import atomic_write_bytes
 from calibration.sets import iterate_batches
 
 try:
@@ -82,9 +81,4 @@ class EntropyCalibrator(CalibratorBase):  # type: ignore[misc,valid-type]
 
     def write_calibration_cache(self, cache: bytes | memoryview) -> None:
         """Store the table TensorRT computed (temp file then rename)."""
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(prefix=f".{self.cache_path.name}.",
-                                           dir=self.cache_path.parent)
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(bytes(cache))
-        os.replace(partial, self.cache_path)
+        atomic_write_bytes(self.cache_path, bytes(cache))

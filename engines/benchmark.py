@@ -76,7 +76,7 @@ def compare_int8_with_fp32(fp32_path: Path, images: np.ndarray,
         first = np.ascontiguousarray(images[:1], np.float32)
         calls = {name: _session_call(session, first) for name, session in sessions.items()}
         latency = best_of_rounds(calls, timing.rounds, timing.repeats)
-    return Int8Comparison(latency["fp32"], latency["int8"], psnr(frames["fp32"], frames["int8"]),
+    return Int8Comparison(latency["fp32"], latency["int8"], psnr(frames["int8"], frames["fp32"]),
                           len(images), threads)
 
 

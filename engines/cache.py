@@ -12,16 +12,15 @@ this module free of TensorRT and testable on any machine.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Generic, TypeVar
+
+from calibration.files import atomic_write_bytes
 
 CACHE_FORMAT = 1
 ENGINE_SUFFIX = ".engine"
@@ -122,8 +121,8 @@ class EngineCache:
             raise EngineBuildError(f"the engine built for {key} could not be deserialised")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.meta_path(key).unlink(missing_ok=True)  # a stale JSON must not outlive its engine
-        write_atomically(self.engine_path(key), serialized)
-        write_atomically(self.meta_path(key), json.dumps(key.fields(), indent=2).encode())
+        atomic_write_bytes(self.engine_path(key), serialized)
+        atomic_write_bytes(self.meta_path(key), json.dumps(key.fields(), indent=2).encode())
         return engine
 
 
@@ -134,20 +133,3 @@ def _try_deserialize(deserialize: Callable[[bytes], EngineT | None],
         return deserialize(serialized)
     except Exception:  # TensorRT raises assorted runtime errors for damaged engines
         return None
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush it, then rename it over
-    ``path``; on any failure the temporary file is removed and ``path`` is untouched."""
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
-                                       dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise

@@ -37,9 +37,9 @@ import onnxruntime
 import torch
 from torch import nn
 
+from calibration.files import atomic_write_bytes
 from calibration.ort_quantize import QuantisationOptions, quantise_static
 from engines.backend import PRECISIONS, Backend
-from engines.cache import write_atomically
 from engines.metrics import max_abs_diff, psnr
 from engines.onnx_model import INPUT_NAME, OUTPUT_NAME
 from engines.onnxruntime_backend import CPU_PROVIDER, create_session
@@ -182,7 +182,7 @@ def export_onnx(module: nn.Module, path: Path, check_images: np.ndarray,
             raise ExportMismatchError(f"the {options.precision} ONNX model", report)
         destination = Path(path)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(destination, final.read_bytes())
+        atomic_write_bytes(destination, final.read_bytes())
     return ExportResult(destination, options.precision, fp32_report, report, fraction)
 
 
@@ -269,8 +269,8 @@ def onnx_frames(model_path: Path, images: np.ndarray, threads: int | None = None
 
 def compare_frames(reference: np.ndarray, candidate: np.ndarray, precision: str,
                    tolerance: Tolerance) -> ParityReport:
-    return ParityReport(precision, max_abs_diff(reference, candidate),
-                        psnr(reference, candidate), tolerance, len(reference))
+    return ParityReport(precision, max_abs_diff(candidate, reference),
+                        psnr(candidate, reference), tolerance, len(reference))
 
 
 def check_against(reference: np.ndarray, model_path: Path, images: np.ndarray,

@@ -13,18 +13,19 @@ import numpy as np
 FRAME_DATA_RANGE = 2.0
 
 
-def psnr(reference: np.ndarray, candidate: np.ndarray,
+def psnr(candidate: np.ndarray, reference: np.ndarray,
          data_range: float = FRAME_DATA_RANGE) -> float:
-    """Peak signal-to-noise ratio in dB over all pixels (``inf`` for identical arrays)."""
+    """Peak signal-to-noise ratio in dB over all pixels (``inf`` for identical arrays); the
+    candidate first, like ``vcam.eval.metrics.psnr(rendered, real)``."""
     if reference.shape != candidate.shape:
-        raise ValueError(f"shapes differ: {reference.shape} vs {candidate.shape}")
-    error = np.mean((np.asarray(reference, np.float64) - np.asarray(candidate, np.float64)) ** 2)
+        raise ValueError(f"shapes differ: {candidate.shape} vs {reference.shape}")
+    error = np.mean((np.asarray(candidate, np.float64) - np.asarray(reference, np.float64)) ** 2)
     return math.inf if error == 0 else float(10 * np.log10(data_range ** 2 / error))
 
 
-def max_abs_diff(reference: np.ndarray, candidate: np.ndarray) -> float:
+def max_abs_diff(candidate: np.ndarray, reference: np.ndarray) -> float:
     if reference.shape != candidate.shape:
-        raise ValueError(f"shapes differ: {reference.shape} vs {candidate.shape}")
+        raise ValueError(f"shapes differ: {candidate.shape} vs {reference.shape}")
     return float(np.max(np.abs(reference.astype(np.float64) - candidate.astype(np.float64))))
 
 

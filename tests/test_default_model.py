@@ -13,12 +13,12 @@ from skimage.metrics import structural_similarity
 from tests.conftest import REPO
 from vcam.avatar import load_avatar
 from vcam.enroll import reconstruction_error
+from vcam.images import to_image, to_tensor
 from vcam.landmarks.raster import rasterise
+from vcam.landmarks.shape_basis import load_shape_basis
 from vcam.models.generator import generator_input
 from vcam.models.store import default_model_path, load_models, shipped_shape_basis_path
-from vcam.net.shape_basis import load_shape_basis
 from vcam.runtime.demo import DemoAnimation
-from vcam.train.episodes import to_image, to_tensor
 from vcam.warp import WarpGuide
 
 MAX_SHIPPED_BYTES = 50 * 1000 * 1000

@@ -34,6 +34,20 @@ def test_feed_forward_enrollment_renders_from_landmarks(tiny_model, dlib_detecto
     assert frame.shape == (1, 3, 64, 64) and float(frame.abs().max()) <= 1.0
 
 
+def test_feed_forward_needs_only_the_embedder_and_generator(tiny_model, dlib_detector,
+                                                            astronaut_image):
+    photo = [Photo("astronaut", astronaut_image)]
+    light = load_models(tiny_model, discriminator=False)
+    assert light.discriminator is None
+    assert not [key for key in light.state_dict() if key.startswith("discriminator.")]
+    with_d, _ = enroll(photo, "a", load_models(tiny_model), dlib_detector, FineTuneSettings())
+    without_d, _ = enroll(photo, "a", light, dlib_detector, FineTuneSettings())
+    for key, value in with_d.generator_state.items():
+        assert torch.equal(without_d.generator_state[key], value), key
+    with pytest.raises(ValueError, match="discriminator"):
+        enroll(photo, "a", light, dlib_detector, quick_finetune(1))
+
+
 def test_fine_tuning_lowers_the_reconstruction_error(tiny_model, dlib_detector,
                                                      astronaut_image):
     photo = [Photo("astronaut", astronaut_image)]

@@ -14,8 +14,6 @@ from vcam import __version__
 from vcam.arguments import positive_int
 from vcam.errors import UserError
 
-SHARED_CLIPS = Path("../shared/data/clips")
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -180,7 +178,9 @@ def add_train(commands) -> None:
                       help="e.g. 'vgg=1,identity=0.5,feature_matching=10,match=80,pixel=0'")
     meta.add_argument("--vgg", default="auto",
                       help="VGG19 weights for the content loss: a file, 'auto' "
-                      "(../shared/weights or $VCAM_VGG_WEIGHTS) or 'none'")
+                      "($VCAM_VGG_WEIGHTS, else the shared weights folder: "
+                      "$VCAM_SHARED_WEIGHTS or ../shared/weights beside the repository) or "
+                      "'none'")
     meta.add_argument("--no-identity-loss", action="store_true",
                       help="leave out the dlib face-recognition content loss")
     meta.add_argument("--checkpoint-every", type=positive_int, default=250)
@@ -241,6 +241,7 @@ def run_train_export_command(args: argparse.Namespace) -> int:
 
 def vgg_weights_setting(choice: str) -> str | None:
     from vcam.models.vgg import find_default_vgg_weights
+    from vcam.shared import shared_weights_dir
 
     if choice == "none":
         return None
@@ -253,8 +254,8 @@ def vgg_weights_setting(choice: str) -> str | None:
     except FileNotFoundError as error:
         raise UserError(str(error)) from None
     if found is None:
-        raise UserError("VGG19 weights not found in ../shared/weights: pass --vgg FILE, set "
-                        "VCAM_VGG_WEIGHTS, or --vgg none to train without the VGG loss")
+        raise UserError(f"VGG19 weights not found in {shared_weights_dir()}: pass --vgg FILE, "
+                        "set VCAM_VGG_WEIGHTS, or --vgg none to train without the VGG loss")
     return str(found.resolve())
 
 
@@ -380,7 +381,7 @@ def run_enroll_command(args: argparse.Namespace) -> int:
     if args.steps < 0:
         raise UserError("--steps must be 0 or more")
     model_path = args.model or default_model_path()
-    models = load_models(model_path, args.device)
+    models = load_models(model_path, args.device, discriminator=args.steps > 0)
     detector = create_detector("dlib")
     photos = enrollment_photos(args, detector)
     settings = FineTuneSettings(
@@ -473,8 +474,9 @@ def add_eval(commands) -> None:
 
 def check_report_folder(out: Path, force: bool) -> None:
     from vcam.files import is_within
+    from vcam.shared import repository_root
 
-    repository = Path(__file__).resolve().parent.parent
+    repository = repository_root()
     if (repository / ".git").exists() and is_within(out, repository):
         raise UserError(f"--out {out} is inside the vcam repository; reports hold frames of "
                         "real people, so write them elsewhere")
@@ -600,9 +602,10 @@ def add_bench(commands) -> None:
     landmarks.set_defaults(bench_handler=run_landmark_bench_command)
     landmarks.add_argument("--backend", choices=("dlib", "face-alignment"), default="dlib")
     landmarks.add_argument("--frames", type=positive_int, default=150)
-    landmarks.add_argument("--data", type=Path, default=SHARED_CLIPS,
-                           help="clips for the preprocessing figure (default: ../shared/data/"
-                           "clips; synthetic clips when absent)")
+    landmarks.add_argument("--data", type=Path,
+                           help="clips for the preprocessing figure (default: clips/ of the "
+                           "shared corpus, $VCAM_SHARED_DATA or ../shared/data beside the "
+                           "repository; synthetic clips when absent)")
     landmarks.add_argument("--clips", type=positive_int, default=12)
     landmarks.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1)
     landmarks.add_argument("--json", action="store_true")
@@ -764,8 +767,10 @@ def run_train_bench_command(args: argparse.Namespace) -> int:
 
 def run_landmark_bench_command(args: argparse.Namespace) -> int:
     from vcam.bench.landmarks import run_landmark_bench
+    from vcam.shared import shared_data_dir
 
-    report = run_landmark_bench(args.backend, args.frames, args.data, args.clips, args.workers)
+    clips = args.data or shared_data_dir() / "clips"
+    report = run_landmark_bench(args.backend, args.frames, clips, args.clips, args.workers)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0

@@ -18,8 +18,8 @@ from engines.backend import GeneratorSource
 from engines.export import ExportMismatchError, ExportOptions, ExportResult, export_onnx
 from vcam.avatar import Avatar, vcam_home
 from vcam.errors import UserError
+from vcam.images import to_tensor
 from vcam.landmarks.raster import rasterise
-from vcam.train.episodes import to_tensor
 from vcam.warp import WarpGuide
 
 # Inputs used to check each exported model against torch, and to calibrate INT8.

@@ -19,13 +19,13 @@ import torch
 from vcam.avatar import Avatar, now
 from vcam.data.sources import ClipReader, ClipSource
 from vcam.errors import UserError
+from vcam.images import to_tensor
 from vcam.landmarks.align import crop_face, crop_transform_for
 from vcam.landmarks.detector import LandmarkDetector
 from vcam.landmarks.raster import rasterise
 from vcam.models.config import ModelConfig, config_names, get_config
 from vcam.models.generator import PersonalisedGenerator, generator_input
 from vcam.models.store import MetaModels
-from vcam.train.episodes import to_tensor
 from vcam.train.finetune import FineTuneSettings, finetune
 from vcam.warp import WarpGuide
 
@@ -125,7 +125,10 @@ def enroll(photos: list[Photo], name: str, models: MetaModels, detector: Landmar
            settings: FineTuneSettings, model_label: str = "",
            on_step: Callable[[int, dict[str, float]], None] | None = None
            ) -> tuple[Avatar, Enrollment]:
-    """Personalise ``models`` to the face in ``photos``; ``models`` is changed by FT."""
+    """Personalise ``models`` to the face in ``photos``; ``models`` is changed by FT (which
+    needs the discriminator: load them with it)."""
+    if settings.steps > 0 and models.discriminator is None:
+        raise ValueError("fine-tuning needs the discriminator: load the models with it")
     enrollment = align_photos(photos, detector, models.config.image_size)
     frames, marks = enrollment_tensors(enrollment)
     with torch.no_grad():

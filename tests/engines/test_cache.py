@@ -113,5 +113,5 @@ def test_a_failing_build_keeps_the_old_entry_out_of_use_and_leaves_no_partial_fi
 
     with pytest.raises(KeyboardInterrupt):
         cache.load_or_build(KEY, interrupted, fake.deserialize)
-    assert not [path for path in tmp_path.iterdir() if "partial" in path.name]
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]
     assert cache.load_or_build(KEY, fake.build, fake.deserialize).engine == "ENGINE:2"

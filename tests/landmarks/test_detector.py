@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from vcam.errors import UserError
-from vcam.landmarks.detector import check_image, create_detector
+from vcam.landmarks.detector import create_detector
+from vcam.landmarks.face import check_image
 
 
 def group_centre_y(points, start, stop):

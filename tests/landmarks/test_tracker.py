@@ -3,7 +3,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vcam.data.synthetic import moving_face_frames
-from vcam.landmarks.tracker import FaceTracker, OneEuroFilter, TrackerSettings, overlap
+from vcam.landmarks.face import box_overlap
+from vcam.landmarks.tracker import FaceTracker, OneEuroFilter, TrackerSettings
 
 
 class CountingDetector:
@@ -80,6 +81,6 @@ def test_filter_ignores_repeated_timestamps():
 def test_overlap_is_symmetric_and_bounded(x, y, width, height):
     a = (x, y, x + width, y + height)
     b = (x + width / 2, y, x + 1.5 * width, y + height)
-    assert 0.0 <= overlap(a, b) <= 1.0
-    assert overlap(a, b) == overlap(b, a)
-    assert abs(overlap(a, a) - 1.0) < 1e-9
+    assert 0.0 <= box_overlap(a, b) <= 1.0
+    assert box_overlap(a, b) == box_overlap(b, a)
+    assert abs(box_overlap(a, a) - 1.0) < 1e-9

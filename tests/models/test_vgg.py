@@ -17,6 +17,7 @@ from vcam.models.vgg import (
     VGGFeatures,
     find_default_vgg_weights,
 )
+from vcam.shared import SHARED_WEIGHTS_ENV_VAR
 
 # Indices of the 3x3 convolutions in torchvision's vgg19().features.
 TORCHVISION_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
@@ -46,7 +47,7 @@ def random_torchvision_state_dict() -> dict[str, torch.Tensor]:
 def shared_weights() -> Path:
     path = find_default_vgg_weights()
     if path is None:
-        pytest.skip(f"{NORMALISED_FILE_NAME} not found in ../shared/weights or ${WEIGHTS_ENV_VAR}")
+        pytest.skip(f"{NORMALISED_FILE_NAME} not found in the shared weights or ${WEIGHTS_ENV_VAR}")
     return path
 
 
@@ -121,18 +122,20 @@ def test_incomplete_state_dict_is_an_error() -> None:
         VGGFeatures(state)
 
 
-def test_default_weights_found_next_to_the_working_directory(
+def test_default_weights_found_in_the_shared_weights_folder_whatever_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(WEIGHTS_ENV_VAR, raising=False)
-    work = tmp_path / "main"
-    work.mkdir()
-    monkeypatch.chdir(work)
+    shared = tmp_path / "shared" / "weights"
+    monkeypatch.setenv(SHARED_WEIGHTS_ENV_VAR, str(shared))
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "shared" / "weights").mkdir(parents=True)
+    (elsewhere / "shared" / "weights" / NORMALISED_FILE_NAME).write_bytes(b"")
+    monkeypatch.chdir(elsewhere / "shared")  # ../shared/weights from here holds a file
     assert find_default_vgg_weights() is None
-    weights = tmp_path / "shared" / "weights" / NORMALISED_FILE_NAME
-    weights.parent.mkdir(parents=True)
-    weights.write_bytes(b"")
-    assert find_default_vgg_weights() == Path.cwd().parent / "shared" / "weights" / weights.name
+    shared.mkdir(parents=True)
+    (shared / NORMALISED_FILE_NAME).write_bytes(b"")
+    assert find_default_vgg_weights() == shared / NORMALISED_FILE_NAME
 
 
 def test_env_var_overrides_the_default_location(

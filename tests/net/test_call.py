@@ -27,30 +27,19 @@ from hypothesis import strategies as st
 from tests.net.conftest import VIRTUALCAM_BACKEND, video_facts
 from vcam.avatar import load_avatar
 from vcam.data.synthetic import moving_face_frames, write_video
+from vcam.landmarks.shape_basis import synthetic_shape_basis
+from vcam.models.store import default_shape_basis
 from vcam.net.avatar_exchange import ExchangeSettings, describe_avatar
-from vcam.net.call import (
-    CallbackRenderer,
-    CallFailed,
-    CallSession,
-    CallSettings,
+from vcam.net.call import CallFailed, CallSession, CallSettings, LocalSide, join_call, serve_call
+from vcam.net.cli_call import finish
+from vcam.net.codec import Decoder, Encoder
+from vcam.net.connection import (
     ChannelTap,
     Connection,
-    FaultInjector,
-    FaultSettings,
     IceSettings,
-    LandmarkInbox,
-    LandmarkSample,
-    LocalSide,
-    PeerAvatar,
-    RendererStop,
-    default_shape_basis,
     describe_locally,
-    join_call,
     keep_candidates,
-    serve_call,
 )
-from vcam.net.cli_call import call_shape_basis, finish
-from vcam.net.codec import Decoder, Encoder
 from vcam.net.control import (
     AvatarOffer,
     AvatarRequest,
@@ -63,6 +52,8 @@ from vcam.net.control import (
 )
 from vcam.net.jitter import JitterSettings
 from vcam.net.media import CapturedLandmarks, PipelineRenderer, ReceiveSettings, SendSettings
+from vcam.net.playout import CallbackRenderer, LandmarkInbox, PeerAvatar, RendererStop
+from vcam.net.send import FaultInjector, FaultSettings, LandmarkSample
 from vcam.net.signaling import SignalingSettings
 from vcam.runtime.avatars import RendererSettings
 from vcam.runtime.compositor import CompositorSettings
@@ -121,9 +112,9 @@ def test_loopback_ice_offers_only_127_0_0_1_and_restores_aioice():
     assert keep_candidates(foreign, None) == foreign
 
 
-def test_the_default_basis_is_deterministic_and_codes_faces_well():
-    basis = default_shape_basis()
-    assert basis.fingerprint == default_shape_basis().fingerprint
+def test_the_synthetic_basis_is_deterministic_and_codes_faces_well():
+    basis = synthetic_shape_basis()
+    assert basis.fingerprint == synthetic_shape_basis().fingerprint
     from calibration.sets import neutral_face
 
     face = neutral_face(64) + np.float32(1.5)
@@ -192,7 +183,7 @@ class SyntheticSource:
 
 def local_side(path: Path, source=None) -> LocalSide:
     avatar = load_avatar(path)
-    return LocalSide(avatar, path, describe_avatar(path, avatar), default_shape_basis(), source,
+    return LocalSide(avatar, path, describe_avatar(path, avatar), synthetic_shape_basis(), source,
                      counting_renderer)
 
 
@@ -478,7 +469,7 @@ def test_two_way_call_between_two_processes_with_loss_injected_one_way(
                             virtualcam_backend=VIRTUALCAM_BACKEND)
     try:
         me = LocalSide(bob, avatars["bob"], describe_avatar(avatars["bob"], bob),
-                       call_shape_basis(),  # what the serving CLI uses by default
+                       default_shape_basis(),  # what the serving CLI uses by default
                        CapturedLandmarks(InputSpec.parse("demo"), bob,
                                          SendSettings(fps=CLIP_FPS)),
                        lambda peer, fps: PipelineRenderer(peer, fps, shown))

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vcam.landmarks.shape_basis import COORDINATES, fit_shape_basis
 from vcam.net import codec
 from vcam.net.codec import (
     MAX_PACKET_BYTES,
@@ -20,7 +21,6 @@ from vcam.net.codec import (
     decode_coefficients,
     encode_coefficients,
 )
-from vcam.net.shape_basis import COORDINATES, fit_shape_basis
 
 CROP = 256
 EVERY_30 = CodecSettings(key_interval=30)  # the tests below count on a key every 30 frames
@@ -261,8 +261,8 @@ def test_decoder_follows_a_restarted_sender(basis) -> None:
     restarted = Encoder(basis, CROP)
     results = [decoder.decode(restarted.encode(points, 0)) for points in landmarks[100:]]
     recovered = [index for index, frame in enumerate(results) if frame is not None]
-    assert recovered and recovered[0] <= codec.RESYNC_AFTER + 30
-    assert decoder.stats.stale == codec.RESYNC_AFTER
+    assert recovered and recovered[0] <= codec.RESYNC_AFTER_STALE + 30
+    assert decoder.stats.stale == codec.RESYNC_AFTER_STALE
 
 
 def test_settings_are_checked() -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from vcam.avatar import avatar_bytes, load_avatar
 from vcam.enroll import Photo, enroll
+from vcam.landmarks.shape_basis import fit_shape_basis
 from vcam.models.store import load_models
 from vcam.net.avatar_exchange import (
     ExchangeSettings,
@@ -21,7 +22,6 @@ from vcam.net.avatar_exchange import (
     load_received,
     local_copy,
 )
-from vcam.net.call import LandmarkInbox
 from vcam.net.codec import Encoder
 from vcam.net.control import (
     CHUNK_BYTES,
@@ -42,7 +42,7 @@ from vcam.net.control import (
     parse_message,
 )
 from vcam.net.jitter import JitterSettings
-from vcam.net.shape_basis import fit_shape_basis
+from vcam.net.playout import LandmarkInbox
 from vcam.train.finetune import FineTuneSettings
 
 SHA = "ab" * 32

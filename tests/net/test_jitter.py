@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from vcam.net.codec import Frame
+from vcam.net.codec import LandmarkFrame
 from vcam.net.jitter import JitterBuffer, JitterSettings, PlayoutKind
 
 FRAME_US = 33_333
@@ -16,10 +16,10 @@ OFFSET_US = 7_000_000_000  # receiver clock minus sender clock: the clocks are n
 NETWORK_US = 20_000
 
 
-def frame(sequence: int) -> Frame:
+def frame(sequence: int) -> LandmarkFrame:
     """Frame ``sequence`` captured at sequence * FRAME_US; every landmark equals its
     sequence number, so interpolation is easy to check."""
-    return Frame(sequence, sequence * FRAME_US, np.full((68, 2), sequence, np.float32),
+    return LandmarkFrame(sequence, sequence * FRAME_US, np.full((68, 2), sequence, np.float32),
                  sequence % 30 == 0)
 
 

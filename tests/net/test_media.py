@@ -23,7 +23,6 @@ from tests.net.conftest import VIRTUALCAM_BACKEND, video_facts
 from vcam.avatar import load_avatar
 from vcam.data.synthetic import moving_face_frames, write_video
 from vcam.errors import UserError
-from vcam.net.call import PeerAvatar, RendererStop
 from vcam.net.cli_call import main
 from vcam.net.media import (
     CapturedLandmarks,
@@ -32,6 +31,7 @@ from vcam.net.media import (
     SendSettings,
     torch_keeping_thread_count,
 )
+from vcam.net.playout import PeerAvatar, RendererStop
 from vcam.runtime.avatars import RendererSettings
 from vcam.runtime.compositor import Background, CompositorSettings
 from vcam.runtime.demo import DemoAnimation

@@ -7,7 +7,7 @@ import aiohttp
 import pytest
 
 from vcam.errors import UserError
-from vcam.net.call import Answerer, IceSettings
+from vcam.net.connection import Answerer, IceSettings
 from vcam.net.signaling import (
     CallBusy,
     SignalingServer,

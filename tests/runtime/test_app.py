@@ -115,6 +115,21 @@ def test_built_in_avatar_is_enrolled_once_per_model_and_cached(tiny_model, tmp_p
     assert load_avatar(cached[0]).name == "astronaut"
 
 
+def test_photo_and_built_in_avatar_never_build_the_discriminator(tiny_model, tmp_path,
+                                                                vcam_home, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("inference built the discriminator")
+
+    monkeypatch.setattr("vcam.models.store.Discriminator", refuse)
+    photo = write_rgb(tmp_path / "me.png", astronaut())
+    for who in (["--photo", str(photo)], []):
+        out = tmp_path / f"{len(who)}.mp4"
+        assert run_from_args(parse(*who, "--model", str(tiny_model), "--input", "demo",
+                                   "--sink", f"file:{out}", "--size", "160x120",
+                                   "--max-frames", "2", "--fps", "60")) == 0
+        assert 1 <= frame_count(out) <= 2
+
+
 def test_demo_written_to_a_file_is_a_ten_second_clip_with_every_frame(tiny_model, tmp_path,
                                                                       vcam_home, capsys):
     out = tmp_path / "demo.mp4"

@@ -10,9 +10,9 @@ import torch
 from tests.train.test_meta import fast_settings
 from vcam.cli import main
 from vcam.data.clips import open_dataset
+from vcam.landmarks.shape_basis import load_shape_basis
 from vcam.models.config import get_config
 from vcam.models.store import load_models
-from vcam.net.shape_basis import load_shape_basis
 from vcam.train.run import run_meta_training
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from vcam.data.clips import Clip
 from vcam.errors import UserError
+from vcam.landmarks.shape_basis import COORDINATES, ShapeBasis, fit_shape_basis
 from vcam.landmarks.tracker import OneEuroFilter, TrackerSettings
 from vcam.net.codec import (
     CHECKSUM,
@@ -34,7 +35,6 @@ from vcam.net.codec import (
     Decoder,
     Encoder,
 )
-from vcam.net.shape_basis import COORDINATES, ShapeBasis, fit_shape_basis
 
 REFERENCE_CROP = 256
 BASIS_ERROR_COMPONENTS = (4, 8, 16, 32, 64, 136)

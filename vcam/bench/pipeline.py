@@ -73,10 +73,10 @@ class ReplaySource:
 def bench_models(config_name: str, generator: str, model: Path | None) -> MetaModels:
     """The given model, or a seeded random one of ``config_name`` with ``generator``."""
     if model is not None:
-        return load_models(model)
+        return load_models(model, discriminator=False)
     torch.manual_seed(0)
     config = dataclasses.replace(get_config(config_name), generator=generator)
-    return MetaModels(config, 4).eval()
+    return MetaModels(config, None).eval()
 
 
 def bench_avatar(models: MetaModels, detector, folder: Path) -> AvatarEntry:

@@ -26,7 +26,9 @@ import dlib
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from vcam.landmarks.detector import Box, LandmarkDetector, check_image, create_detector
+from calibration.ibug import OUTER_EYE_CORNERS
+from vcam.landmarks.detector import LandmarkDetector, create_detector
+from vcam.landmarks.face import Box, box_overlap, check_image, points_box
 from vcam.landmarks.models import model_file
 
 PIXEL_RANGE = 255.0
@@ -34,8 +36,6 @@ PIXEL_RANGE = 255.0
 PSNR_CAP_DB = 100.0
 # Metrics whose values are clipped to a ceiling before averaging.
 METRIC_CAPS: Mapping[str, float] = {"psnr": PSNR_CAP_DB}
-# iBUG 300-W indices of the outer eye corners (the subject's right, then left).
-OUTER_EYE_CORNERS = (36, 45)
 FACE_DESCRIPTOR_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 # dlib's defaults for compute_face_descriptor: no jittering, the 150x150 chip's padding.
 DESCRIPTOR_JITTERS = 0
@@ -114,25 +114,6 @@ def redetect_landmarks(detector: LandmarkDetector, rendered: np.ndarray,
         return Redetection(detector.fit(rendered, expected), detected=False)
     best = max(faces, key=lambda face: box_overlap(face.box, expected))
     return Redetection(best.points, detected=True)
-
-
-def points_box(points: np.ndarray) -> Box:
-    """The bounding box (x0, y0, x1, y1) of landmarks."""
-    low, high = np.asarray(points).min(axis=0), np.asarray(points).max(axis=0)
-    return float(low[0]), float(low[1]), float(high[0]), float(high[1])
-
-
-def box_overlap(first: Box, second: Box) -> float:
-    """Intersection over union of two boxes."""
-    width = min(first[2], second[2]) - max(first[0], second[0])
-    height = min(first[3], second[3]) - max(first[1], second[1])
-    intersection = max(0.0, width) * max(0.0, height)
-    union = box_area(first) + box_area(second) - intersection
-    return intersection / union if union > 0 else 0.0
-
-
-def box_area(box: Box) -> float:
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from calibration.ibug import ABOVE_MOUTH, LOWER_INNER_LIP, OUTER_EYE_CORNERS, UPPER_INNER_LIP
+
 SMALL_MOTION, LARGE_POSE, OPEN_MOUTH = "small motion", "large pose", "open mouth"
 MOTIONS = (SMALL_MOTION, LARGE_POSE, OPEN_MOUTH)
-# iBUG 300-W indices: outer eye corners, inner lip (upper 61-63 above lower 67-65).
-OUTER_EYE_CORNERS = (36, 45)
-UPPER_INNER_LIP = (61, 62, 63)
-LOWER_INNER_LIP = (67, 66, 65)
-# Jaw, brows, nose and eyes: the points that move with the head but not with the mouth.
-RIGID_POINTS = slice(0, 48)
 # Inner-lip gap / inter-ocular distance. Closed lips measure about 0 to 0.05 (the detector
 # rarely makes the inner lips touch), a wide-open mouth 0.25 to 0.4; 0.12 means lips clearly
 # parted, about a third of the way to wide open. The values are spread with no gap to cut at:
@@ -56,7 +52,7 @@ def mouth_opening(points: np.ndarray) -> float:
     """Mean vertical gap between the upper (61-63) and lower (67-65) inner lip, over the
     inter-ocular distance; about 0 for a closed mouth."""
     points = checked(points)
-    gap = points[list(LOWER_INNER_LIP), 1] - points[list(UPPER_INNER_LIP), 1]
+    gap = points[LOWER_INNER_LIP, 1] - points[UPPER_INNER_LIP, 1]
     return float(gap.mean() / inter_ocular(points))
 
 
@@ -81,7 +77,7 @@ def pose_change(target: np.ndarray, enrollment: np.ndarray) -> float:
     distance."""
     target = checked(target)
     sets = np.asarray(enrollment, np.float64).reshape(-1, *target.shape)
-    residual = min(procrustes_residual(points[RIGID_POINTS], target[RIGID_POINTS])
+    residual = min(procrustes_residual(points[ABOVE_MOUTH], target[ABOVE_MOUTH])
                    for points in sets)
     return residual / inter_ocular(target)
 

@@ -31,11 +31,12 @@ from vcam.eval.metrics import (
     temporal_flicker,
 )
 from vcam.eval.motion import motion_labels
+from vcam.images import to_image, to_tensor
 from vcam.landmarks.detector import LandmarkDetector
 from vcam.landmarks.raster import rasterise
 from vcam.models.generator import PersonalisedGenerator, generator_input
 from vcam.models.store import load_models
-from vcam.train.episodes import Split, to_image, to_tensor
+from vcam.train.episodes import Split
 from vcam.train.finetune import FineTuneSettings, finetune
 from vcam.warp import WarpGuide
 

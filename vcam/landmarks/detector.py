@@ -1,34 +1,18 @@
 """The landmark detector protocol and its registry.
 
-Every backend returns faces with 68 points in iBUG 300-W order, float32 pixel coordinates of
-the RGB uint8 image it was given, the face box and a confidence score.
+Every backend returns faces (``vcam.landmarks.face``) with 68 points in iBUG 300-W order,
+float32 pixel coordinates of the RGB uint8 image it was given, the face box and a confidence
+score.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from vcam.errors import UserError
-
-NUM_LANDMARKS = 68
-Box = tuple[float, float, float, float]
-
-
-@dataclass(frozen=True)
-class Face:
-    """One face: 68 landmarks (float32, shape (68, 2)), its box (x0, y0, x1, y1) and a score."""
-
-    points: np.ndarray
-    box: Box
-    score: float
-
-    @property
-    def area(self) -> float:
-        x0, y0, x1, y1 = self.box
-        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+from vcam.landmarks.face import Box, Face
 
 
 class LandmarkDetector(Protocol):
@@ -45,18 +29,6 @@ class LandmarkDetector(Protocol):
         """The (68, 2) landmarks of the face inside ``box`` (a detector-style box), without
         running detection."""
         ...
-
-
-def check_image(image: np.ndarray) -> np.ndarray:
-    """Validate an RGB uint8 image and return it C-contiguous."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} "
-                         f"{image.shape}")
-    return np.ascontiguousarray(image)
-
-
-def largest_first(faces: list[Face]) -> list[Face]:
-    return sorted(faces, key=lambda face: face.area, reverse=True)
 
 
 BACKENDS = ("dlib", "face-alignment")

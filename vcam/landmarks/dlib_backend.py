@@ -7,7 +7,7 @@ import cv2
 import dlib
 import numpy as np
 
-from vcam.landmarks.detector import NUM_LANDMARKS, Box, Face, check_image, largest_first
+from vcam.landmarks.face import NUM_LANDMARKS, Box, Face, check_image, largest_first
 from vcam.landmarks.models import model_file
 
 SHAPE_PREDICTOR = "shape_predictor_68_face_landmarks.dat"

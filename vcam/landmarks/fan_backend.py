@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from vcam.errors import UserError
-from vcam.landmarks.detector import Box, Face, check_image, largest_first
+from vcam.landmarks.face import Box, Face, check_image, largest_first, widen_box
 
 # HOG boxes are tighter than the S3FD boxes FAN was trained with; widen them around their centre.
 HOG_TO_FAN_BOX = 1.25
@@ -28,13 +28,6 @@ def fan_weights_path() -> Path:
 
     url = face_alignment.api.models_urls["2DFAN-4"]
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
-
-
-def widen(box: Box, factor: float) -> Box:
-    x0, y0, x1, y1 = box
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    half_w, half_h = (x1 - x0) * factor / 2, (y1 - y0) * factor / 2
-    return (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
 
 
 class FanDetector:
@@ -66,6 +59,6 @@ class FanDetector:
                               for box, score in self._boxes.find_boxes(image, near)])
 
     def fit(self, image: np.ndarray, box: Box) -> np.ndarray:
-        fan_box = np.array(widen(box, HOG_TO_FAN_BOX), np.float64)  # float32 trips FAN
+        fan_box = np.array(widen_box(box, HOG_TO_FAN_BOX), np.float64)  # float32 trips FAN
         result = self._fan.get_landmarks_from_image(image, detected_faces=[fan_box])
         return np.asarray(result[0][:, :2], np.float32)

@@ -7,6 +7,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from calibration import ibug
+
 # Sub-pixel precision for cv2 drawing: coordinates are multiplied by 2**SHIFT.
 SHIFT = 4
 
@@ -19,18 +21,17 @@ class LandmarkGroup(NamedTuple):
     colour: tuple[int, int, int]  # RGB
 
 
-# iBUG 300-W order.
-GROUPS = (
-    LandmarkGroup("jaw", 0, 17, False, (255, 255, 255)),
-    LandmarkGroup("right_brow", 17, 22, False, (255, 0, 0)),
-    LandmarkGroup("left_brow", 22, 27, False, (0, 255, 0)),
-    LandmarkGroup("nose_bridge", 27, 31, False, (0, 0, 255)),
-    LandmarkGroup("nose_base", 31, 36, False, (255, 255, 0)),
-    LandmarkGroup("right_eye", 36, 42, True, (255, 0, 255)),
-    LandmarkGroup("left_eye", 42, 48, True, (0, 255, 255)),
-    LandmarkGroup("outer_lip", 48, 60, True, (255, 128, 0)),
-    LandmarkGroup("inner_lip", 60, 68, True, (128, 0, 255)),
-)
+GROUPS = tuple(LandmarkGroup(name, points.start, points.stop, closed, colour)
+               for name, points, closed, colour in (
+                   ("jaw", ibug.JAW, False, (255, 255, 255)),
+                   ("right_brow", ibug.RIGHT_BROW, False, (255, 0, 0)),
+                   ("left_brow", ibug.LEFT_BROW, False, (0, 255, 0)),
+                   ("nose_bridge", ibug.NOSE_BRIDGE, False, (0, 0, 255)),
+                   ("nose_base", ibug.NOSE_BASE, False, (255, 255, 0)),
+                   ("right_eye", ibug.RIGHT_EYE, True, (255, 0, 255)),
+                   ("left_eye", ibug.LEFT_EYE, True, (0, 255, 255)),
+                   ("outer_lip", ibug.OUTER_LIP, True, (255, 128, 0)),
+                   ("inner_lip", ibug.INNER_LIP, True, (128, 0, 255))))
 
 
 def line_width(size: int) -> int:

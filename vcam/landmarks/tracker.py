@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vcam.landmarks.detector import Box, Face, LandmarkDetector
+from vcam.landmarks.detector import LandmarkDetector
+from vcam.landmarks.face import Box, Face, box_overlap, half_inside, points_box
 
 
 @dataclass(frozen=True)
@@ -74,22 +75,6 @@ def blend(previous: np.ndarray, current: np.ndarray, weight: float | np.ndarray)
     return previous + weight * (current - previous)
 
 
-def landmark_extent(points: np.ndarray) -> Box:
-    (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
-    return float(x0), float(y0), float(x1), float(y1)
-
-
-def overlap(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes."""
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union
-
-
 class BoxFromLandmarks:
     """Predicts a detector-style box from landmarks, learning the relation at each detection
     (detector boxes and landmark extents differ by a per-detector offset and scale)."""
@@ -98,13 +83,13 @@ class BoxFromLandmarks:
         self._relation = np.array([0.0, 0.12, 1.0, 1.0])
 
     def learn(self, box: Box, points: np.ndarray) -> None:
-        x0, y0, x1, y1 = landmark_extent(points)
+        x0, y0, x1, y1 = points_box(points)
         width, height = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
         self._relation = np.array([(box[0] - x0) / width, (box[1] - y0) / height,
                                    (box[2] - x0) / width, (box[3] - y0) / height])
 
     def predict(self, points: np.ndarray) -> Box:
-        x0, y0, x1, y1 = landmark_extent(points)
+        x0, y0, x1, y1 = points_box(points)
         width, height = x1 - x0, y1 - y0
         r = self._relation
         return (x0 + r[0] * width, y0 + r[1] * height, x0 + r[2] * width, y0 + r[3] * height)
@@ -158,7 +143,7 @@ class FaceTracker:
         faces = self.detector.detect(image, near=near)
         if not faces:
             return None
-        if self._face is not None and overlap(faces[0].box, self._face.box) == 0:
+        if self._face is not None and box_overlap(faces[0].box, self._face.box) == 0:
             self._filter.reset()  # a different place: do not smooth across the jump
         self._boxes.learn(faces[0].box, faces[0].points)
         return faces[0]
@@ -168,7 +153,8 @@ class FaceTracker:
         box = self._boxes.predict(previous.points)
         points = self.detector.fit(image, box)
         followed = self._boxes.predict(points)
-        if overlap(box, followed) < self.settings.min_overlap or not inside(followed, image):
+        if (box_overlap(box, followed) < self.settings.min_overlap
+                or not half_inside(followed, image)):
             return None
         return Face(points, followed, previous.score)
 
@@ -176,11 +162,3 @@ class FaceTracker:
         if not self.settings.smooth:
             return face
         return Face(self._filter(face.points, timestamp), face.box, face.score)
-
-
-def inside(box: Box, image: np.ndarray) -> bool:
-    """Whether at least half of the box lies inside the image."""
-    height, width = image.shape[:2]
-    visible = (min(box[2], width) - max(box[0], 0)) * (min(box[3], height) - max(box[1], 0))
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    return area > 0 and visible >= 0.5 * area

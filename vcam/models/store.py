@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from vcam.errors import UserError
+from vcam.landmarks.shape_basis import ShapeBasis, load_shape_basis, synthetic_shape_basis
 from vcam.models.config import ModelConfig
 from vcam.models.discriminator import Discriminator
 from vcam.models.embedder import Embedder
@@ -21,14 +22,15 @@ MODEL_PREFIX = "models."
 
 
 class MetaModels(nn.Module):
-    """E, G and D together (one state dict, one device move)."""
+    """E, G and D together (one state dict, one device move). ``num_videos`` None: E and G
+    only (``discriminator`` is None), all that rendering and feed-forward enrollment use."""
 
-    def __init__(self, config: ModelConfig, num_videos: int) -> None:
+    def __init__(self, config: ModelConfig, num_videos: int | None) -> None:
         super().__init__()
         self.config = config
         self.embedder = Embedder(config)
         self.generator = Generator(config)
-        self.discriminator = Discriminator(config, num_videos)
+        self.discriminator = None if num_videos is None else Discriminator(config, num_videos)
 
 
 def find_weights(path: Path) -> tuple[Path, dict]:
@@ -50,8 +52,10 @@ def find_weights(path: Path) -> tuple[Path, dict]:
         raise UserError(f"cannot read {meta}: {error}") from None
 
 
-def load_models(path: Path, device: torch.device | str = "cpu") -> MetaModels:
-    """The meta-learned E, G and D (eval mode) from ``path`` (see :func:`find_weights`)."""
+def load_models(path: Path, device: torch.device | str = "cpu",
+                discriminator: bool = True) -> MetaModels:
+    """The meta-learned E, G and D (eval mode) from ``path`` (see :func:`find_weights`);
+    without ``discriminator``, E and G only (inference: rendering, feed-forward enrollment)."""
     weights_path, meta = find_weights(path)
     try:
         config = ModelConfig.from_dict(meta["config"])
@@ -63,7 +67,9 @@ def load_models(path: Path, device: torch.device | str = "cpu") -> MetaModels:
     columns = own.get("discriminator.video_embeddings")
     if columns is None:
         raise UserError(f"{weights_path} holds no discriminator: it is not a vcam model")
-    models = MetaModels(config, columns.shape[1])
+    if not discriminator:
+        own = {key: value for key, value in own.items() if not key.startswith("discriminator.")}
+    models = MetaModels(config, columns.shape[1] if discriminator else None)
     try:
         models.load_state_dict(own)
     except RuntimeError as error:
@@ -91,6 +97,14 @@ def shipped_shape_basis_path() -> Path | None:
     writes it beside the model), or None when this copy ships none."""
     path = shipped_weights_dir() / "default.shape-basis.safetensors"
     return path if path.is_file() else None
+
+
+def default_shape_basis() -> ShapeBasis:
+    """The basis calls encode with unless ``--shape-basis`` says otherwise: the one shipped
+    with the default model (PCA of its training landmarks), else the built-in synthetic
+    one."""
+    shipped = shipped_shape_basis_path()
+    return load_shape_basis(shipped) if shipped is not None else synthetic_shape_basis()
 
 
 def default_model_path() -> Path:

@@ -3,7 +3,7 @@
 Two weight layouts are accepted:
 
 * the "normalised" VGG19 of style-transfer work, up to relu3_1 (the file shipped in
-  ``../shared/weights``, see its README): a 1x1 convolution maps RGB in [0, 1] to
+  shared weights folder, see its README): a 1x1 convolution maps RGB in [0, 1] to
   mean-subtracted BGR in [0, 255], then 3x3 convolutions with reflection padding and
   ceil-mode max pooling; features relu1_1, relu2_1, relu3_1;
 * a torchvision-style VGG19 state dict (``features.N.weight`` keys, ImageNet normalisation,
@@ -22,6 +22,8 @@ import torch
 from safetensors.torch import load_file as load_safetensors
 from torch import Tensor, nn
 
+from vcam.shared import shared_weights_dir
+
 NORMALISED_FILE_NAME = "vgg19_normalised_to_relu3_1.pth"
 WEIGHTS_ENV_VAR = "VCAM_VGG_WEIGHTS"
 VGG19_BLOCK_DEPTHS = (2, 2, 4, 4, 4)
@@ -35,8 +37,8 @@ def find_default_vgg_weights() -> Path | None:
     """Locate the shared normalised-VGG19 file.
 
     Looks at ``$VCAM_VGG_WEIGHTS`` first (FileNotFoundError if it names a missing file), then
-    ``../shared/weights/vgg19_normalised_to_relu3_1.pth`` relative to the current working
-    directory; None when neither exists.
+    ``vgg19_normalised_to_relu3_1.pth`` in the shared weights folder
+    (:func:`vcam.shared.shared_weights_dir`); None when neither exists.
     """
     from_env = os.environ.get(WEIGHTS_ENV_VAR)
     if from_env:
@@ -44,7 +46,7 @@ def find_default_vgg_weights() -> Path | None:
         if not path.is_file():
             raise FileNotFoundError(f"{WEIGHTS_ENV_VAR} points to a missing file: {path}")
         return path
-    candidate = Path.cwd().parent / "shared" / "weights" / NORMALISED_FILE_NAME
+    candidate = shared_weights_dir() / NORMALISED_FILE_NAME
     return candidate if candidate.is_file() else None
 
 

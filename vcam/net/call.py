@@ -15,11 +15,8 @@ channel, at ``max_seconds``, when the local video ends, when the renderer stops 
 (its preview window was closed), or on request (Ctrl-C); either way a bye goes out when it
 can and a report of the call comes back.
 
-Loopback calls: aioice, aiortc's ICE, never offers 127.0.0.1 as a candidate and has no
-setting for it. ``IceSettings.host_addresses`` limits the host candidates to the addresses
-given (e.g. ``("127.0.0.1",)`` when both peers are on one machine) by standing in for
-``aioice.ice.get_host_addresses`` only while candidates are gathered, and drops every other
-candidate from both session descriptions, so no packet goes anywhere else.
+The connection and its channels are ``vcam.net.connection``'s, the send path
+``vcam.net.send``'s, the receive path and the renderer protocol ``vcam.net.playout``'s.
 """
 
 from __future__ import annotations
@@ -27,21 +24,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
-import random
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from vcam import __version__
 from vcam.avatar import Avatar, load_avatar
 from vcam.errors import UserError
+from vcam.landmarks.shape_basis import ShapeBasis
 from vcam.net.avatar_exchange import (
     ExchangeSettings,
     IncomingAvatar,
@@ -51,7 +43,8 @@ from vcam.net.avatar_exchange import (
     load_received,
     local_copy,
 )
-from vcam.net.codec import MAGIC_VERSION, CodecSettings, Decoder, Encoder
+from vcam.net.codec import MAGIC_VERSION, CodecSettings, Encoder
+from vcam.net.connection import Connection, IceSettings, join_connection, serve_connection
 from vcam.net.control import (
     CAPABILITIES,
     PROTOCOL_VERSION,
@@ -69,51 +62,21 @@ from vcam.net.control import (
     Ready,
     encode_message,
 )
-from vcam.net.jitter import JitterBuffer, JitterSettings
-from vcam.net.shape_basis import ShapeBasis, fit_shape_basis
-from vcam.net.signaling import (
-    CallBusy,
-    OfferRefused,
-    SignalingServer,
-    SignalingSettings,
-    send_offer,
+from vcam.net.jitter import JitterSettings
+from vcam.net.playout import (
+    LandmarkInbox,
+    PeerAvatar,
+    PlayoutCounts,
+    Renderer,
+    RendererFactory,
+    playout_loop,
 )
+from vcam.net.report import CallReport, SendCounts, kbit_per_second, loss_fraction
+from vcam.net.send import FaultInjector, FaultSettings, LandmarkSender, LandmarkSource
+from vcam.net.signaling import SignalingSettings
 
-LANDMARKS_LABEL = "landmarks"
-CONTROL_LABEL = "control"
-EARLY_MESSAGES = 256
 # How often the call checks for silence, Ctrl-C and the end of --max-seconds.
 WATCH_INTERVAL_S = 0.1
-
-
-# ---------------------------------------------------------------------------------------
-# Settings
-
-
-@dataclass(frozen=True)
-class IceSettings:
-    """STUN/TURN server URLs (none by default), TURN credentials, and the addresses host
-    candidates are limited to (None: every interface, aioice's default)."""
-
-    servers: tuple[str, ...] = ()
-    username: str | None = None
-    credential: str | None = None
-    host_addresses: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class FaultSettings:
-    """Faults injected on the landmark send path, for tests: each packet is dropped with
-    probability ``drop``, else held back behind the next one with probability ``reorder``;
-    ``seed`` makes it repeatable."""
-
-    drop: float = 0.0
-    reorder: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not (0 <= self.drop <= 1 and 0 <= self.reorder <= 1):
-            raise ValueError("drop and reorder are probabilities in 0..1")
 
 
 @dataclass(frozen=True)
@@ -143,526 +106,6 @@ class CallSettings:
             raise ValueError("pings must come more often than the peer timeout")
 
 
-# ---------------------------------------------------------------------------------------
-# The default shape basis
-
-BASIS_CROP = 256
-BASIS_COMPONENTS = 11
-BASIS_GRID = 2.0 ** -24
-BASIS_POSES = {"yaw": (-30, -15, 0, 15, 30), "pitch": (-15, 0, 15), "roll": (-10, 0, 10),
-               "scale": (0.9, 1.1), "shift_x": (-0.04, 0.04)}
-BASIS_EXPRESSIONS = {"mouth_open": (0.0, 0.5, 1.0), "blink": (0.0, 1.0),
-                     "brow_raise": (0.0, 1.0)}
-
-
-def default_shape_basis() -> ShapeBasis:
-    """The basis both peers derive when none is given: PCA (``fit_shape_basis``) of a
-    built-in synthetic set (the calibration package's neutral face through a fixed grid of
-    head poses and expressions, 2160 shapes), keeping the 11 components whose variances are
-    well apart, each sign-fixed and every number rounded to a 2**-24 grid so that machines
-    whose arithmetic differs in the last bits still agree on the fingerprint."""
-    from calibration.sets import Expression, HeadPose, apply_expression, apply_pose, neutral_face
-
-    neutral = neutral_face(BASIS_CROP)
-    shapes = [apply_pose(apply_expression(neutral, Expression(**expression)), HeadPose(**pose),
-                         BASIS_CROP)
-              for pose in grid(BASIS_POSES) for expression in grid(BASIS_EXPRESSIONS)]
-    fitted = fit_shape_basis(np.asarray(shapes), BASIS_COMPONENTS, BASIS_CROP)
-    signs = np.sign(fitted.components[np.arange(fitted.count),
-                                      np.abs(fitted.components).argmax(axis=1)])
-    return ShapeBasis(on_grid(fitted.mean), on_grid(fitted.components * signs[:, None]),
-                      on_grid(fitted.stddevs), fitted.samples)
-
-
-def grid(axes: dict[str, tuple[float, ...]]) -> Iterator[dict[str, float]]:
-    names = list(axes)
-    for values in itertools.product(*(axes[name] for name in names)):
-        yield dict(zip(names, values))
-
-
-def on_grid(values: np.ndarray) -> np.ndarray:
-    return np.round(np.asarray(values, np.float64) / BASIS_GRID) * BASIS_GRID
-
-
-# ---------------------------------------------------------------------------------------
-# ICE
-
-
-def rtc_configuration(ice: IceSettings) -> Any:
-    from aiortc import RTCConfiguration, RTCIceServer
-
-    servers = [RTCIceServer(urls=url, username=ice.username, credential=ice.credential)
-               for url in ice.servers]
-    return RTCConfiguration(iceServers=servers)
-
-
-@contextlib.contextmanager
-def host_candidates_limited_to(addresses: tuple[str, ...] | None) -> Iterator[None]:
-    """While the block runs (candidate gathering), aioice sees only ``addresses`` as the
-    machine's own; nothing changes when ``addresses`` is None."""
-    if addresses is None:
-        yield
-        return
-    import aioice.ice
-
-    original = aioice.ice.get_host_addresses
-
-    def limited(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return [address for address in addresses if (":" in address and use_ipv6)
-                or (":" not in address and use_ipv4)]
-
-    aioice.ice.get_host_addresses = limited
-    try:
-        yield
-    finally:
-        aioice.ice.get_host_addresses = original
-
-
-def keep_candidates(sdp: str, addresses: tuple[str, ...] | None) -> str:
-    """The session description without candidates on other addresses."""
-    if addresses is None:
-        return sdp
-    lines = [line for line in sdp.splitlines()
-             if not line.startswith("a=candidate:") or candidate_address(line) in addresses]
-    return "\r\n".join(lines) + "\r\n"
-
-
-def candidate_address(line: str) -> str | None:
-    fields = line.split()
-    return fields[4] if len(fields) > 4 else None
-
-
-# ---------------------------------------------------------------------------------------
-# Send path: source -> encoder -> fault injector -> landmarks channel
-
-
-@dataclass(frozen=True)
-class LandmarkSample:
-    """Landmarks (68, 2) float32 in the sender's avatar-crop pixels, and when the frame was
-    captured (sender's monotonic µs)."""
-
-    landmarks: np.ndarray
-    capture_us: int
-
-
-class LandmarkSource(Protocol):
-    """Where one's own landmarks come from; ``samples`` blocks (it runs in a thread) and
-    stops when ``stop`` is set or the source ends."""
-
-    fps: float
-
-    def samples(self, stop: threading.Event) -> Iterator[LandmarkSample]: ...
-
-    def close(self) -> None:
-        """Release the input (it may be called more than once)."""
-        ...
-
-
-class FaultInjector:
-    """Drops and reorders packets as ``FaultSettings`` say; counts what it did."""
-
-    def __init__(self, settings: FaultSettings) -> None:
-        self.settings = settings
-        self.random = random.Random(settings.seed)
-        self.held: bytes | None = None
-        self.dropped = 0
-        self.reordered = 0
-
-    def process(self, packet: bytes) -> list[bytes]:
-        """The packets to send now, in order."""
-        if self.random.random() < self.settings.drop:
-            self.dropped += 1
-            return []
-        if self.held is None and self.random.random() < self.settings.reorder:
-            self.held = packet
-            self.reordered += 1
-            return []
-        held, self.held = self.held, None
-        return [packet] if held is None else [packet, held]
-
-    def flush(self) -> list[bytes]:
-        held, self.held = self.held, None
-        return [] if held is None else [held]
-
-
-class LandmarkSender:
-    """A worker thread: samples from the source, encoded, handed to ``deliver`` on the
-    loop. ``request_key`` may be called from any thread; ``on_end`` runs on the loop when the
-    source ends."""
-
-    def __init__(self, source: LandmarkSource, encoder: Encoder,
-                 deliver: Callable[[bytes], Coroutine[Any, Any, None]],
-                 loop: asyncio.AbstractEventLoop, on_end: Callable[[], None]) -> None:
-        self.source = source
-        self.encoder = encoder
-        self.deliver = deliver
-        self.loop = loop
-        self.on_end = on_end
-        self.stop = threading.Event()
-        self.key_wanted = threading.Event()
-        self.encoded = 0
-        self.error: str | None = None
-        self.thread = threading.Thread(target=self.run, name="vcam-call-sender", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def request_key(self) -> None:
-        self.key_wanted.set()
-
-    def run(self) -> None:
-        try:
-            for sample in self.source.samples(self.stop):
-                if self.stop.is_set():
-                    break
-                self.send(sample)
-        except Exception as error:  # reported, then the call ends like any source end
-            self.error = f"{type(error).__name__}: {error}"
-        finally:
-            with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(self.on_end)
-
-    def send(self, sample: LandmarkSample) -> None:
-        if self.key_wanted.is_set():
-            self.key_wanted.clear()
-            self.encoder.request_key()
-        packet = self.encoder.encode(sample.landmarks, sample.capture_us)
-        self.encoded += 1
-        future = asyncio.run_coroutine_threadsafe(self.deliver(packet), self.loop)
-        future.result(timeout=5.0)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop and wait for the thread (blocking: call it from a thread)."""
-        self.stop.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout)
-        self.source.close()
-
-
-# ---------------------------------------------------------------------------------------
-# Receive path: landmarks channel -> decoder -> jitter buffer -> playout -> renderer
-
-
-@dataclass(frozen=True)
-class PeerAvatar:
-    """The avatar the peer is rendered with, and the user's own bundle of it: a copy the
-    user had, or one kept with ``--keep``. ``path`` None: received for this call only, so
-    nothing made from it (compiled models, engines) may outlive the call."""
-
-    avatar: Avatar
-    path: Path | None = None
-
-    @property
-    def call_only(self) -> bool:
-        return self.path is None
-
-
-@dataclass(frozen=True)
-class RendererStop:
-    """Why a renderer stopped by itself during the call (its window was closed, a sink
-    failed); ``failed``: the call ends as a failure."""
-
-    reason: str
-    failed: bool = False
-
-
-class Renderer(Protocol):
-    """Where played-out landmarks go: the pluggable render stage. ``start`` blocks (it runs
-    in a thread); ``submit`` is called from the loop once per frame slot with (68, 2) float32
-    landmarks in the crop pixels of the peer's avatar and must not block; ``close`` blocks;
-    ``counts`` holds at least ``rendered`` and ``skipped`` (and ``rejected``: landmarks it
-    dropped as unusable, if it checks them); ``stopped`` is None while it runs, else why it
-    stopped by itself (the call then ends)."""
-
-    def start(self) -> None: ...
-
-    def submit(self, landmarks: np.ndarray) -> None: ...
-
-    def close(self) -> None: ...
-
-    @property
-    def counts(self) -> dict[str, int]: ...
-
-    @property
-    def stopped(self) -> RendererStop | None: ...
-
-
-# (the peer's avatar, the peer's frame rate) -> the renderer of this call
-RendererFactory = Callable[[PeerAvatar, float], Renderer]
-
-
-class CallbackRenderer:
-    """A plain render callback as a ``Renderer``: ``callback(landmarks)`` once per frame
-    slot, on the loop (so it must only hand the landmarks on, e.g. to a latest-wins queue)."""
-
-    def __init__(self, callback: Callable[[np.ndarray], None]) -> None:
-        self.callback = callback
-        self.rendered = 0
-
-    def start(self) -> None:
-        pass
-
-    def submit(self, landmarks: np.ndarray) -> None:
-        self.callback(landmarks)
-        self.rendered += 1
-
-    def close(self) -> None:
-        pass
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return {"rendered": self.rendered, "skipped": 0}
-
-    @property
-    def stopped(self) -> RendererStop | None:
-        return None
-
-
-class LandmarkInbox:
-    """Packets from the landmarks channel into frames in the jitter buffer. ``receive``
-    never raises: the decoder counts bad packets, anything unexpected goes to ``errors``."""
-
-    def __init__(self, basis: ShapeBasis, crop_size: int, settings: JitterSettings,
-                 want_key: Callable[[], None]) -> None:
-        self.decoder = Decoder(basis, crop_size)
-        self.jitter = JitterBuffer(settings)
-        self.want_key = want_key
-        self.bytes = 0
-        self.errors = 0
-        self.sequences: list[int] = []
-
-    def receive(self, data: object) -> None:
-        try:
-            if isinstance(data, bytes | bytearray):
-                self.bytes += len(data)
-            frame = self.decoder.decode(data)
-            if frame is not None:
-                self.jitter.push(frame)
-                self.note_sequence(frame.sequence)
-            if self.decoder.wants_key:
-                self.want_key()
-        except Exception:
-            self.errors += 1
-
-    def note_sequence(self, sequence: int) -> None:
-        """Keep the lowest and highest sequence number decoded (for the loss estimate)."""
-        if not self.sequences:
-            self.sequences = [sequence, sequence]
-        self.sequences = [min(self.sequences[0], sequence), max(self.sequences[1], sequence)]
-
-
-@dataclass
-class PlayoutCounts:
-    """Frame slots since the first frame was due; ``played``: slots whose landmarks went to
-    the renderer; ``missed``: slots the loop woke up too late for."""
-
-    slots: int = 0
-    played: int = 0
-    missed: int = 0
-
-
-async def playout_loop(inbox: LandmarkInbox, renderer: Renderer, fps: float,
-                       ended: asyncio.Event, counts: PlayoutCounts) -> None:
-    """Hand the renderer the jitter buffer's landmarks once per frame slot."""
-    period = 1.0 / fps
-    tick = time.monotonic()
-    while not ended.is_set():
-        delay = tick - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        playout = inbox.jitter.frame_at()
-        if playout is not None or counts.slots:
-            counts.slots += 1
-        if playout is not None:
-            renderer.submit(playout.landmarks)
-            counts.played += 1
-        tick += period
-        late = int((time.monotonic() - tick) // period)
-        if late > 0:
-            tick += late * period
-            if counts.slots:
-                counts.slots += late
-                counts.missed += late
-
-
-# ---------------------------------------------------------------------------------------
-# Channels
-
-
-class ChannelTap:
-    """Listens on a data channel from the moment it exists: messages that arrive before a
-    handler is set are kept (at most ``EARLY_MESSAGES``) and handed over with it."""
-
-    def __init__(self, channel: Any) -> None:
-        self.channel = channel
-        self.handler: Callable[[object], None] | None = None
-        self.early: deque[object] = deque(maxlen=EARLY_MESSAGES)
-        self.opened = asyncio.Event()
-        self.closed = asyncio.Event()
-        channel.on("message", self.on_message)
-        channel.on("open", self.opened.set)
-        channel.on("close", self.closed.set)
-        if channel.readyState == "open":
-            self.opened.set()
-
-    def on_message(self, data: object) -> None:
-        if self.handler is None:
-            self.early.append(data)
-        else:
-            self.handler(data)
-
-    def set_handler(self, handler: Callable[[object], None]) -> None:
-        self.handler = handler
-        while self.early:
-            handler(self.early.popleft())
-
-    def send(self, data: str | bytes) -> bool:
-        """Send if the channel is open; False otherwise (never raises)."""
-        if self.channel.readyState != "open":
-            return False
-        try:
-            self.channel.send(data)
-        except Exception:
-            return False
-        return True
-
-
-@dataclass
-class Connection:
-    """A connected peer connection and its two channels."""
-
-    pc: Any
-    control: ChannelTap
-    landmarks: ChannelTap
-
-
-def is_landmarks_channel(channel: Any) -> bool:
-    return (channel.label == LANDMARKS_LABEL and not channel.ordered
-            and channel.maxRetransmits == 0)
-
-
-def is_control_channel(channel: Any) -> bool:
-    return (channel.label == CONTROL_LABEL and channel.ordered
-            and channel.maxRetransmits is None and channel.maxPacketLifeTime is None)
-
-
-async def describe_locally(pc: Any, description: Any, ice: IceSettings) -> str:
-    """Set the local description (gathering candidates) and return its SDP, filtered."""
-    with host_candidates_limited_to(ice.host_addresses):
-        await pc.setLocalDescription(description)
-    return keep_candidates(pc.localDescription.sdp, ice.host_addresses)
-
-
-async def wait_open(connection: Connection, timeout: float) -> None:
-    waits = [connection.control.opened.wait(), connection.landmarks.opened.wait()]
-    try:
-        await asyncio.wait_for(asyncio.gather(*waits), timeout)
-    except asyncio.TimeoutError:
-        await connection.pc.close()
-        raise UserError(f"could not connect to the peer within {timeout:.0f} s (no ICE route "
-                        "between the two machines? try --ice-server)") from None
-
-
-async def join_connection(url: str, token: str, signaling: SignalingSettings,
-                          ice: IceSettings, settings: CallSettings) -> Connection:
-    """Offer a connection to the call at ``url`` and wait for both channels to open."""
-    from aiortc import RTCPeerConnection, RTCSessionDescription
-
-    pc = RTCPeerConnection(rtc_configuration(ice))
-    landmarks = ChannelTap(pc.createDataChannel(LANDMARKS_LABEL, ordered=False,
-                                                maxRetransmits=0))
-    control = ChannelTap(pc.createDataChannel(CONTROL_LABEL))
-    try:
-        offer_sdp = await describe_locally(pc, await pc.createOffer(), ice)
-        answer = await send_offer(url, token, offer_sdp, signaling)
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(
-                keep_candidates(answer, ice.host_addresses), "answer"))
-        except Exception as error:
-            raise UserError(f"the call server's answer is unusable ({error})") from None
-    except BaseException:
-        await pc.close()
-        raise
-    connection = Connection(pc, control, landmarks)
-    await wait_open(connection, settings.connect_timeout_s)
-    return connection
-
-
-class Answerer:
-    """Answers the first authorised offer with a new peer connection (later ones are
-    busy) and collects its two channels."""
-
-    def __init__(self, ice: IceSettings) -> None:
-        self.ice = ice
-        self.pc: Any = None
-        self.taps: dict[str, ChannelTap] = {}
-        self.foreign_channels = 0
-        self.answered = asyncio.Event()
-
-    async def __call__(self, offer_sdp: str) -> str:
-        from aiortc import RTCPeerConnection, RTCSessionDescription
-
-        if self.pc is not None:
-            raise CallBusy
-        self.pc = pc = RTCPeerConnection(rtc_configuration(self.ice))
-        pc.on("datachannel", self.on_channel)
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(
-                keep_candidates(offer_sdp, self.ice.host_addresses), "offer"))
-            answer = await describe_locally(pc, await pc.createAnswer(), self.ice)
-        except Exception as error:
-            self.pc = None
-            await pc.close()
-            raise OfferRefused(str(error) or type(error).__name__) from None
-        self.answered.set()
-        return answer
-
-    def on_channel(self, channel: Any) -> None:
-        label = (LANDMARKS_LABEL if is_landmarks_channel(channel) else
-                 CONTROL_LABEL if is_control_channel(channel) else None)
-        if label is None or label in self.taps:
-            self.foreign_channels += 1
-            channel.close()
-            return
-        self.taps[label] = ChannelTap(channel)
-
-    async def connection(self, timeout: float) -> Connection:
-        """The connection once both channels are open; ``UserError`` after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while len(self.taps) < 2:
-            if time.monotonic() > deadline:
-                await self.pc.close()
-                raise UserError(f"the peer did not connect within {timeout:.0f} s")
-            await asyncio.sleep(0.05)
-        connection = Connection(self.pc, self.taps[CONTROL_LABEL], self.taps[LANDMARKS_LABEL])
-        await wait_open(connection, max(0.1, deadline - time.monotonic()))
-        return connection
-
-
-async def serve_connection(token: str, signaling: SignalingSettings, ice: IceSettings,
-                           settings: CallSettings, announce: Callable[[str], None],
-                           stop: asyncio.Event, wait_s: float = 0.0) -> Connection | None:
-    """Listen for one peer; None if ``stop`` is set (or ``wait_s`` passes) before it comes."""
-    answerer = Answerer(ice)
-    server = SignalingServer(signaling, token, answerer)
-    announce(await server.start())
-    try:
-        waits = [asyncio.ensure_future(answerer.answered.wait()),
-                 asyncio.ensure_future(stop.wait())]
-        _, pending = await asyncio.wait(waits, timeout=wait_s or None,
-                                        return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        if not answerer.answered.is_set():
-            return None
-        return await answerer.connection(settings.connect_timeout_s)
-    finally:
-        await server.close()
-
-
-# ---------------------------------------------------------------------------------------
-# The call itself
-
 
 @dataclass
 class LocalSide:
@@ -679,56 +122,6 @@ class LocalSide:
 
 class CallFailed(Exception):
     """The call cannot go on; the message says why, on one line."""
-
-
-@dataclass
-class SendCounts:
-    packets: int = 0
-    bytes: int = 0
-    key_requests: int = 0
-
-
-@dataclass(frozen=True)
-class CallReport:
-    """How a call went. ``seconds``: from the moment both sides were ready; ``sent`` and
-    ``received``: the landmarks channel (payload bytes); ``playout``: frame slots and what
-    the renderer did with them; ``control``: bad control messages by reason."""
-
-    ended_by: str
-    failed: bool
-    seconds: float
-    sent: dict
-    received: dict
-    playout: dict
-    control: dict
-
-    def to_dict(self) -> dict:
-        return dict(vars(self))
-
-    def lines(self) -> list[str]:
-        sent, received, playout = self.sent, self.received, self.playout
-        lines = [f"call ended after {self.seconds:.1f} s: {self.ended_by}"]
-        if sent["packets_encoded"]:
-            injected = (f" (injected: {sent['injected_drops']} dropped, "
-                        f"{sent['injected_reorders']} reordered)"
-                        if sent["injected_drops"] or sent["injected_reorders"] else "")
-            lines.append(f"sent: {sent['packets']} packets, {sent['kbit_per_s']:.1f} kbit/s on "
-                         f"the landmarks channel{injected}")
-        if received:
-            lines.append(
-                f"received: {received['packets']} packets, {received['kbit_per_s']:.1f} "
-                f"kbit/s, {received['decoded']} decoded, loss {received['loss']:.1%}, "
-                f"{received['bad']} bad; concealed: {received['interpolated']} interpolated, "
-                f"{received['held']} held, {received['late']} late")
-        if playout:
-            lines.append(f"rendered {playout['rendered']} of {playout['slots']} frame slots "
-                         f"({playout['rendered_fraction']:.1%}), {playout['skipped']} skipped, "
-                         f"{playout['output']} sent to the sinks"
-                         + (f", {playout['rejected']} unusable landmark sets dropped"
-                            if playout.get("rejected") else ""))
-        if self.control.get("bad"):
-            lines.append(f"bad control messages: {self.control['bad']}")
-        return lines
 
 
 class CallSession:
@@ -1150,14 +543,6 @@ def read_with_digest(path: Path) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
-def kbit_per_second(byte_count: int, seconds: float) -> float:
-    return byte_count * 8 / 1000 / seconds if seconds > 0 else 0.0
-
-
-def loss_fraction(received: int, expected: int) -> float:
-    return max(0.0, 1 - received / expected) if expected > 0 else 0.0
-
-
 # ---------------------------------------------------------------------------------------
 # Entry points
 
@@ -1168,7 +553,8 @@ async def serve_call(local: LocalSide, settings: CallSettings, signaling: Signal
                      wait_s: float = 0.0) -> CallReport | None:
     """Wait for one peer on the signaling server, then run the call with it; None if
     nobody came before ``stop`` (or ``wait_s``)."""
-    connection = await serve_connection(token, signaling, ice, settings, announce, stop, wait_s)
+    connection = await serve_connection(token, signaling, ice, settings.connect_timeout_s,
+                                        announce, stop, wait_s)
     if connection is None:
         return None
     log("peer connected")
@@ -1179,6 +565,7 @@ async def join_call(local: LocalSide, settings: CallSettings, url: str, token: s
                     signaling: SignalingSettings, ice: IceSettings, stop: asyncio.Event,
                     log: Callable[[str], None]) -> CallReport:
     """Join the call at ``url`` and run it."""
-    connection = await join_connection(url, token, signaling, ice, settings)
+    connection = await join_connection(url, token, signaling, ice,
+                                      settings.connect_timeout_s)
     log("connected")
     return await CallSession(connection, local, settings, stop, log).run()

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from vcam.arguments import positive_int, positive_number
+from vcam.net.defaults import DEFAULT_PORT
 from vcam.runtime.app import BACKEND_CHOICES, LANDMARK_CHOICES, RETARGET_CHOICES, parse_size
 
-# The signaling server's default port.
-DEFAULT_PORT = 8765
 # Where the peer goes without --sink: a call is for watching the other side.
 DEFAULT_SINK = "window"
 EXAMPLES = """examples:

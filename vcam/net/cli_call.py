@@ -29,21 +29,12 @@ from urllib.parse import urlsplit
 
 from vcam.avatar import MAX_AVATAR_BYTES, load_avatar, resolve_avatar
 from vcam.errors import UserError
+from vcam.landmarks.shape_basis import load_shape_basis
+from vcam.models.store import default_shape_basis
 from vcam.net.avatar_exchange import ExchangeSettings, describe_avatar
-from vcam.net.call import (
-    CallReport,
-    CallSettings,
-    FaultSettings,
-    IceSettings,
-    LocalSide,
-    PeerAvatar,
-    Renderer,
-    RendererFactory,
-    default_shape_basis,
-    join_call,
-    serve_call,
-)
+from vcam.net.call import CallSettings, LocalSide, join_call, serve_call
 from vcam.net.call_args import DEFAULT_SINK, add_call_arguments
+from vcam.net.connection import IceSettings
 from vcam.net.jitter import JitterSettings
 from vcam.net.media import (
     CapturedLandmarks,
@@ -52,7 +43,9 @@ from vcam.net.media import (
     SendSettings,
     check_outputs,
 )
-from vcam.net.shape_basis import ShapeBasis, load_shape_basis
+from vcam.net.playout import PeerAvatar, Renderer, RendererFactory
+from vcam.net.report import CallReport
+from vcam.net.send import FaultSettings
 from vcam.net.signaling import (
     SignalingSettings,
     is_loopback,
@@ -136,7 +129,7 @@ def local_side(args: argparse.Namespace, windows: MainThreadDisplay) -> LocalSid
     spec = None if args.input == "none" else InputSpec.parse(args.input)
     path = resolve_avatar(args.avatar)
     avatar = load_avatar(path)
-    basis = load_shape_basis(args.shape_basis) if args.shape_basis else call_shape_basis()
+    basis = load_shape_basis(args.shape_basis) if args.shape_basis else default_shape_basis()
     check_outputs(receive)
     info = describe_avatar(path, avatar)
     source = None if spec is None else CapturedLandmarks(spec, avatar, send)  # opened last
@@ -145,15 +138,6 @@ def local_side(args: argparse.Namespace, windows: MainThreadDisplay) -> LocalSid
 
 # ---------------------------------------------------------------------------------------
 # Running
-
-
-def call_shape_basis() -> ShapeBasis:
-    """The basis shipped with the default model (PCA of its training landmarks), else the
-    built-in synthetic one."""
-    from vcam.models.store import shipped_shape_basis_path
-
-    shipped = shipped_shape_basis_path()
-    return load_shape_basis(shipped) if shipped is not None else default_shape_basis()
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vcam.net.shape_basis import COORDINATES, ShapeBasis, denormalise, normalise
+from vcam.landmarks.shape_basis import COORDINATES, ShapeBasis, denormalise, normalise
 
 MAGIC_VERSION = 0xA1
 MAX_PACKET_BYTES = 1200
@@ -64,10 +64,10 @@ SEQUENCE_MODULUS = 1 << 16
 TIMESTAMP_MODULUS = 1 << 32
 # The decoder: packets more than STALE_WINDOW sequence numbers behind the newest are stale;
 # it keeps the latest KEPT_KEYS keys (so reordered deltas across a key still decode), and
-# after RESYNC_AFTER stale packets in a row takes the sender to have restarted.
+# after RESYNC_AFTER_STALE stale packets in a row takes the sender to have restarted.
 STALE_WINDOW = 64
 KEPT_KEYS = 4
-RESYNC_AFTER = 30
+RESYNC_AFTER_STALE = 30
 
 # Entropy coding: a 32-bit range coder (LZMA-style carry handling) with 16-bit frequencies.
 FREQUENCY_BITS = 16
@@ -313,7 +313,7 @@ def basis_id(basis: ShapeBasis) -> int:
     return int(basis.fingerprint[:4], 16)
 
 
-def unwrap(value: int, reference: int | None, modulus: int) -> int:
+def unwrap_counter(value: int, reference: int | None, modulus: int) -> int:
     """The integer congruent to ``value`` modulo ``modulus`` nearest to ``reference``."""
     if reference is None:
         return value
@@ -346,7 +346,7 @@ class CodecSettings:
 
 
 @dataclass(frozen=True)
-class Frame:
+class LandmarkFrame:
     """A decoded frame: unwrapped sequence number and capture time (sender's clock, µs),
     landmarks (68, 2) float32 in the decoder's crop pixels, and whether it was a key."""
 
@@ -535,7 +535,7 @@ class Decoder:
                             count["stale"], count["duplicate"], count["missing_key"],
                             dict(self.bad_reasons))
 
-    def decode(self, data: bytes) -> Frame | None:
+    def decode(self, data: bytes) -> LandmarkFrame | None:
         """A frame, or None for a packet that is bad, stale, a duplicate or lacks its key."""
         self.counts["received"] += 1
         try:
@@ -543,7 +543,7 @@ class Decoder:
         except BadPacket as error:
             self.bad_reasons[error.reason] += 1
             return None
-        sequence = unwrap(packet.sequence, self.newest, SEQUENCE_MODULUS)
+        sequence = unwrap_counter(packet.sequence, self.newest, SEQUENCE_MODULUS)
         if not self.is_fresh(sequence):
             return None
         values = self.packet_values(packet, sequence)
@@ -556,7 +556,7 @@ class Decoder:
         if self.newest is not None and sequence < self.newest - STALE_WINDOW:
             self.counts["stale"] += 1
             self.stale_run += 1
-            if self.stale_run >= RESYNC_AFTER:
+            if self.stale_run >= RESYNC_AFTER_STALE:
                 self.reset()
             return False
         self.stale_run = 0
@@ -581,18 +581,18 @@ class Decoder:
         changes = decode_coefficients(self.models, packet.payload)
         return StoredKey(key.values + changes, key.step)
 
-    def accept(self, packet: Packet, sequence: int, values: StoredKey) -> Frame:
+    def accept(self, packet: Packet, sequence: int, values: StoredKey) -> LandmarkFrame:
         if packet.key:
             self.store_key(sequence, values)
         self.newest = sequence if self.newest is None else max(self.newest, sequence)
         self.seen.add(sequence)
         self.seen = {seen for seen in self.seen if seen >= self.newest - STALE_WINDOW}
-        capture = unwrap(packet.capture_us, self.newest_capture, TIMESTAMP_MODULUS)
+        capture = unwrap_counter(packet.capture_us, self.newest_capture, TIMESTAMP_MODULUS)
         if sequence == self.newest:
             self.newest_capture = capture
         self.counts["decoded"] += 1
         landmarks = self.quantiser.reconstruct(values.values, values.step)
-        return Frame(sequence, capture, landmarks, packet.key)
+        return LandmarkFrame(sequence, capture, landmarks, packet.key)
 
     def store_key(self, sequence: int, key: StoredKey) -> None:
         self.keys[sequence] = key

@@ -26,10 +26,10 @@ from enum import Enum
 
 import numpy as np
 
-from vcam.net.codec import Frame
+from vcam.net.codec import LandmarkFrame
 
 # After this many late frames in a row the sender is taken to have restarted.
-RESYNC_AFTER = 30
+RESYNC_AFTER_LATE = 30
 
 
 def monotonic_us() -> int:
@@ -112,7 +112,7 @@ class JitterBuffer:
     def reset(self) -> None:
         """Forget all frames, the clock offset and the playout position (counters stay)."""
         with self.lock:
-            self.frames: list[Frame] = []
+            self.frames: list[LandmarkFrame] = []
             self.sequences: list[int] = []
             self.offsets: deque[int] = deque(maxlen=self.settings.offset_window)
             self.played_until: int | None = None
@@ -139,7 +139,7 @@ class JitterBuffer:
                                count["held"], count["waiting"], len(self.frames),
                                min(self.offsets) if self.offsets else None)
 
-    def push(self, frame: Frame, arrival_us: int | None = None) -> bool:
+    def push(self, frame: LandmarkFrame, arrival_us: int | None = None) -> bool:
         """Add a decoded frame that arrived at ``arrival_us`` (receiver clock, default now);
         False if it came too late to be shown or was already here."""
         arrival = self.clock() if arrival_us is None else arrival_us
@@ -161,7 +161,7 @@ class JitterBuffer:
     def refuse_late(self) -> bool:
         self.counts["late"] += 1
         self.late_run += 1
-        if self.late_run >= RESYNC_AFTER:  # a restarted sender: start over on its new clock
+        if self.late_run >= RESYNC_AFTER_LATE:  # a restarted sender: start over on its new clock
             self.frames, self.sequences, self.played_until = [], [], None
             self.offsets.clear()
             self.late_run = 0

@@ -41,9 +41,10 @@ from vcam.avatar import Avatar
 from vcam.errors import UserError
 from vcam.landmarks.detector import LandmarkDetector, create_detector
 from vcam.landmarks.tracker import FaceTracker
-from vcam.net.call import LandmarkSample, PeerAvatar, RendererStop
 from vcam.net.control import MAX_FPS, MIN_FPS
 from vcam.net.jitter import monotonic_us
+from vcam.net.playout import PeerAvatar, RendererStop
+from vcam.net.send import LandmarkSample
 from vcam.runtime.avatars import AvatarEntry, AvatarLibrary, RendererSettings
 from vcam.runtime.capture import DEFAULT_FPS, Captured, FrameSource
 from vcam.runtime.compositor import Compositor, CompositorSettings

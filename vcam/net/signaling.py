@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from vcam.errors import UserError
-from vcam.net.call_args import DEFAULT_PORT
+from vcam.net.defaults import DEFAULT_PORT
 
 DEFAULT_PATH = "/call"
 TOKEN_BYTES = 24

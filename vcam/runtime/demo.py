@@ -16,17 +16,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from calibration.ibug import (
+    CHIN,
+    LOWER_LIDS,
+    LOWER_LIP,
+    MOUTH_CORNERS,
+    NOSE_BASE,
+    NOSE_BRIDGE,
+    UPPER_INNER_LIP,
+    UPPER_LIDS,
+)
 from vcam.runtime.capture import Captured
 
-UPPER_LIDS = np.array([37, 38, 43, 44])
-LOWER_LIDS = np.array([41, 40, 47, 46])  # below UPPER_LIDS, in the same order
-LOWER_LIP = np.array([55, 56, 57, 58, 59, 65, 66, 67])
-UPPER_INNER_LIP = np.array([61, 62, 63])
-MOUTH_CORNERS = np.array([48, 54, 60, 64])
-JAW = np.arange(3, 14)
-CHIN = 8
-NOSE = np.arange(27, 36)
-NOSE_TIP = 30
+# The jaw points an open mouth drops (the chin most).
+LOWER_JAW = np.arange(3, 14)
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,8 @@ def head_depth(neutral: np.ndarray) -> np.ndarray:
     down = ((neutral[:, 1] - centre[1]) / (1.6 * half_height)) ** 2
     depth = 0.6 * half_width * np.sqrt(np.clip(1 - across - down, 0, 1))
     bridge_to_tip = np.linspace(0.1, 0.45, 4)
-    depth[27:31] += bridge_to_tip * half_width
-    depth[31:36] += 0.25 * half_width
+    depth[NOSE_BRIDGE] += bridge_to_tip * half_width
+    depth[NOSE_BASE] += 0.25 * half_width
     return depth
 
 
@@ -118,9 +121,9 @@ def open_mouth(face: np.ndarray, opening: float) -> None:
     face[UPPER_INNER_LIP, 1] -= 0.1 * opening
     face[MOUTH_CORNERS, 1] += 0.4 * opening
     chin_x = face[CHIN, 0]
-    jaw_width = max(float(np.ptp(face[JAW, 0])), 1.0)
-    falloff = np.clip(1 - np.abs(face[JAW, 0] - chin_x) / (0.6 * jaw_width), 0, 1)
-    face[JAW, 1] += 0.7 * opening * falloff
+    jaw_width = max(float(np.ptp(face[LOWER_JAW, 0])), 1.0)
+    falloff = np.clip(1 - np.abs(face[LOWER_JAW, 0] - chin_x) / (0.6 * jaw_width), 0, 1)
+    face[LOWER_JAW, 1] += 0.7 * opening * falloff
 
 
 class DemoSource:

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from calibration.ibug import RIGID_POINTS
 from vcam.landmarks.align import crop_transform_for
 
 RETARGET_MODES = ("relative", "raw")
-# iBUG 300-W indices that expressions barely move: jaw ends, nose, eye corners.
-RIGID_POINTS = np.array([0, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45])
 # Driver landmarks that can be retargeted: within this many crop sizes of the crop, and with
 # the rigid points spread over at least this fraction of it (a face collapsed onto a point
 # has no scale to fit).

@@ -187,7 +187,7 @@ def enroll_photo(settings: RunSettings, detector: LandmarkDetector | None
     assert settings.photo is not None and detector is not None
     photo = read_photo(settings.photo)
     model_path = settings.model or default_model_path()
-    models = load_models(model_path)
+    models = load_models(model_path, discriminator=False)
     avatar, enrollment = enroll([photo], settings.photo.stem, models, detector,
                                 FineTuneSettings(), str(model_path))
     for warning in enrollment.warnings:
@@ -216,7 +216,7 @@ def default_avatar_entry(settings: RunSettings, detector: LandmarkDetector | Non
                 "public domain); it is cached for the next run")
     detector = detector or create_landmark_detector(settings)
     avatar, _ = enroll([Photo("astronaut", astronaut())], "astronaut",
-                       load_models(model_path), detector, FineTuneSettings(),
+                       load_models(model_path, discriminator=False), detector, FineTuneSettings(),
                        str(model_path))
     save_avatar(avatar, cached, force=True)
     return AvatarEntry(avatar, cached)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from vcam.data.clips import Clip
+from vcam.images import to_tensor
 from vcam.landmarks.raster import rasterise
 from vcam.warp import WarpGuide
 
@@ -43,17 +44,6 @@ def split_identities(identities: list[str], validation_fraction: float = 0.1,
     random.Random(seed).shuffle(ordered)
     held = 0 if len(ordered) < 2 else max(1, math.floor(validation_fraction * len(ordered)))
     return Split(tuple(sorted(ordered[held:])), tuple(sorted(ordered[:held])))
-
-
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> float (3, H, W) in [-1, 1]."""
-    return torch.from_numpy(image).permute(2, 0, 1).float().div(127.5).sub(1.0)
-
-
-def to_image(tensor: torch.Tensor) -> np.ndarray:
-    """Float (3, H, W) in [-1, 1] -> RGB uint8 (H, W, 3)."""
-    scaled = tensor.detach().float().clamp(-1, 1).add(1).mul(127.5).round()
-    return scaled.byte().permute(1, 2, 0).cpu().numpy()
 
 
 def load_frame(clip: Clip, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save
 from vcam.data.clips import Dataset, open_dataset
 from vcam.errors import UserError
 from vcam.files import atomic_write_bytes, atomic_write_text
+from vcam.landmarks.shape_basis import fit_shape_basis, metadata_path, save_shape_basis
 from vcam.models.store import MODEL_PREFIX, find_weights
-from vcam.net.shape_basis import fit_shape_basis, metadata_path, save_shape_basis
 from vcam.train.run import RUN_FILE
 
 MODEL_FORMAT = "vcam-model"

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from vcam.data.clips import Dataset, open_dataset
 from vcam.errors import UserError
 from vcam.files import atomic_write_text
+from vcam.images import to_image, to_tensor
 from vcam.landmarks.raster import rasterise
 from vcam.models.config import ModelConfig
 from vcam.models.generator import generator_input
@@ -43,8 +44,6 @@ from vcam.train.episodes import (
     Split,
     load_frame,
     split_identities,
-    to_image,
-    to_tensor,
 )
 from vcam.train.meta import DivergedError, MetaSettings, MetaTrainer
 from vcam.train.snapshot import SnapshotEpisodes

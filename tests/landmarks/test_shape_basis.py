@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vcam.errors import UserError
-from vcam.net.shape_basis import (
+from vcam.landmarks.shape_basis import (
     COORDINATES,
     ShapeBasis,
     fit_shape_basis,

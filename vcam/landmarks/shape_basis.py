@@ -15,7 +15,9 @@ is ever unpickled.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,11 +27,11 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
+from calibration.ibug import NUM_LANDMARKS
 from vcam.errors import UserError
 from vcam.files import atomic_write_bytes
 
-LANDMARK_COUNT = 68
-COORDINATES = 2 * LANDMARK_COUNT
+COORDINATES = 2 * NUM_LANDMARKS
 BASIS_FORMAT = "vcam-shape-basis"
 BASIS_VERSION = 1
 # A basis file is a few hundred kilobytes at most; anything far larger is refused unread.
@@ -40,15 +42,15 @@ ORTHONORMAL_TOLERANCE = 1e-6
 def normalise(landmarks: np.ndarray, crop_size: float) -> np.ndarray:
     """(..., 68, 2) crop pixels -> (..., 136) float64 in units of the crop size."""
     points = np.asarray(landmarks, dtype=np.float64)
-    if points.shape[-2:] != (LANDMARK_COUNT, 2):
-        raise ValueError(f"landmarks must be (..., {LANDMARK_COUNT}, 2), got {points.shape}")
+    if points.shape[-2:] != (NUM_LANDMARKS, 2):
+        raise ValueError(f"landmarks must be (..., {NUM_LANDMARKS}, 2), got {points.shape}")
     return points.reshape(*points.shape[:-2], COORDINATES) / float(crop_size)
 
 
 def denormalise(shapes: np.ndarray, crop_size: float) -> np.ndarray:
     """(..., 136) in units of the crop size -> (..., 68, 2) float32 crop pixels."""
     shapes = np.asarray(shapes, dtype=np.float64)
-    return (shapes * float(crop_size)).reshape(*shapes.shape[:-1], LANDMARK_COUNT, 2).astype(
+    return (shapes * float(crop_size)).reshape(*shapes.shape[:-1], NUM_LANDMARKS, 2).astype(
         np.float32)
 
 
@@ -148,7 +150,7 @@ def save_shape_basis(basis: ShapeBasis, path: Path) -> None:
     """Write ``path`` (safetensors) and its JSON metadata beside it, each atomically."""
     payload = save_tensors({"mean": basis.mean, "components": basis.components,
                             "stddevs": basis.stddevs})
-    metadata = {"format": BASIS_FORMAT, "version": BASIS_VERSION, "landmarks": LANDMARK_COUNT,
+    metadata = {"format": BASIS_FORMAT, "version": BASIS_VERSION, "landmarks": NUM_LANDMARKS,
                 "components": basis.count, "samples": basis.samples,
                 "units": "crop size (landmark pixels / crop pixels)",
                 "fingerprint": basis.fingerprint,
@@ -190,3 +192,44 @@ def read_metadata(path: Path) -> dict:
         raise UserError(f"{path} is shape basis version {metadata.get('version')}; this vcam "
                         f"reads version {BASIS_VERSION}")
     return metadata
+
+
+# The built-in synthetic basis
+
+BASIS_CROP = 256
+BASIS_COMPONENTS = 11
+BASIS_GRID = 2.0 ** -24
+BASIS_POSES = {"yaw": (-30, -15, 0, 15, 30), "pitch": (-15, 0, 15), "roll": (-10, 0, 10),
+               "scale": (0.9, 1.1), "shift_x": (-0.04, 0.04)}
+BASIS_EXPRESSIONS = {"mouth_open": (0.0, 0.5, 1.0), "blink": (0.0, 1.0),
+                     "brow_raise": (0.0, 1.0)}
+
+
+def synthetic_shape_basis() -> ShapeBasis:
+    """The built-in basis, used when this copy of vcam ships none with its default model
+    (``vcam.models.store.default_shape_basis`` prefers the shipped one): PCA
+    (``fit_shape_basis``) of a synthetic set (the calibration package's neutral face through
+    a fixed grid of head poses and expressions, 2160 shapes), keeping the 11 components whose
+    variances are well apart, each sign-fixed and every number rounded to a 2**-24 grid so
+    that machines whose arithmetic differs in the last bits still agree on the fingerprint."""
+    from calibration.sets import Expression, HeadPose, apply_expression, apply_pose, neutral_face
+
+    neutral = neutral_face(BASIS_CROP)
+    shapes = [apply_pose(apply_expression(neutral, Expression(**expression)), HeadPose(**pose),
+                         BASIS_CROP)
+              for pose in grid(BASIS_POSES) for expression in grid(BASIS_EXPRESSIONS)]
+    fitted = fit_shape_basis(np.asarray(shapes), BASIS_COMPONENTS, BASIS_CROP)
+    signs = np.sign(fitted.components[np.arange(fitted.count),
+                                      np.abs(fitted.components).argmax(axis=1)])
+    return ShapeBasis(on_grid(fitted.mean), on_grid(fitted.components * signs[:, None]),
+                      on_grid(fitted.stddevs), fitted.samples)
+
+
+def grid(axes: dict[str, tuple[float, ...]]) -> Iterator[dict[str, float]]:
+    names = list(axes)
+    for values in itertools.product(*(axes[name] for name in names)):
+        yield dict(zip(names, values))
+
+
+def on_grid(values: np.ndarray) -> np.ndarray:
+    return np.round(np.asarray(values, np.float64) / BASIS_GRID) * BASIS_GRID

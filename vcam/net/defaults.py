@@ -1,0 +1,5 @@
+"""Defaults of a call that both the library and the command line use (standard library only,
+so the command line can show them without loading the network stack)."""
+
+# The signaling server's port.
+DEFAULT_PORT = 8765
