@@ -435,7 +435,8 @@ def call_homes(avatars, tmp_path_factory) -> dict[str, Path]:
 def serve_process(args: list[str], home: Path, temporary: Path | None = None
                   ) -> tuple[Peer, dict]:
     """`vcam call serve` in a subprocess, and the join details it printed."""
-    serve = Peer(["serve", "--port", "0", "--avatar", "astro", "--json", *args], home,
+    voice = [] if "--audio-input" in args else ["--audio-input", "none"]
+    serve = Peer(["serve", "--port", "0", "--avatar", "astro", "--json", *voice, *args], home,
                  temporary)
     serve.process.stdin.close()
     try:
@@ -513,7 +514,8 @@ def test_two_way_call_between_two_processes_with_loss_injected_one_way(
 def test_a_peer_that_vanishes_ends_the_call_cleanly(call_homes, tmp_path):
     """Two processes; the serving one is killed mid-call; the joining one must end the call
     by itself within a few seconds, with exit code 0 and its report."""
-    join = Peer(["join", "--avatar", "bob", "--json", "--input", "demo", "--share-avatar",
+    join = Peer(["join", "--avatar", "bob", "--json", "--audio-input", "none", "--input",
+                 "demo", "--share-avatar",
                  "--max-seconds", "120", "--peer-timeout", "3",
                  "--sink", f"file:{tmp_path / 'b.mp4'}"],
                 call_homes["b"])  # starts now, reads the URL and token from its stdin

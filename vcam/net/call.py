@@ -34,6 +34,7 @@ from vcam import __version__
 from vcam.avatar import Avatar, load_avatar
 from vcam.errors import UserError
 from vcam.landmarks.shape_basis import ShapeBasis
+from vcam.net.audio import AudioOutput, VoiceSource
 from vcam.net.avatar_exchange import (
     ExchangeSettings,
     IncomingAvatar,
@@ -48,6 +49,7 @@ from vcam.net.connection import Connection, IceSettings, join_connection, serve_
 from vcam.net.control import (
     CAPABILITIES,
     PROTOCOL_VERSION,
+    AudioClock,
     AvatarInfo,
     AvatarOffer,
     AvatarRequest,
@@ -74,6 +76,8 @@ from vcam.net.playout import (
 from vcam.net.report import CallReport, SendCounts, kbit_per_second, loss_fraction
 from vcam.net.send import FaultInjector, FaultSettings, LandmarkSender, LandmarkSource
 from vcam.net.signaling import SignalingSettings
+from vcam.net.voice import AudioLink, VoiceCall
+from vcam.net.wire import WireCounts, wire_counts, wire_report
 
 # How often the call checks for silence, Ctrl-C and the end of --max-seconds.
 WATCH_INTERVAL_S = 0.1
@@ -118,6 +122,9 @@ class LocalSide:
     basis: ShapeBasis
     source: LandmarkSource | None
     renderer_factory: RendererFactory
+    voice: VoiceSource | None = None
+    # The peer's voice goes to these (besides the renderer's recordings): the speakers.
+    audio_outputs: Callable[[], list[AudioOutput]] = list
 
 
 class CallFailed(Exception):
@@ -156,6 +163,10 @@ class CallSession:
         self.media_ended: float | None = None
         self.tasks: list[asyncio.Task] = []
         self.buffer_low = asyncio.Event()
+        self.voice = VoiceCall(connection.audio, settings.jitter.target_delay_ms,
+                               lambda origin_us: self.send(AudioClock(origin_us)))
+        self.wire_start = WireCounts()
+        self.wire_end = WireCounts()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -324,13 +335,20 @@ class CallSession:
 
     async def media(self) -> None:
         self.media_started = time.monotonic()
+        self.wire_start = await wire_counts(self.connection.pc)
+        loop = asyncio.get_running_loop()
         if self.renderer is not None and self.landmarks_in is not None:
             self.spawn(playout_loop(self.landmarks_in, self.renderer,
                                     self.peer_hello.result().fps, self.ended, self.playout))
-        if self.local.source is not None:
+        if self.voice.peer_sends:
+            self.voice.receive(self.landmarks_in.jitter if self.landmarks_in else None,
+                               getattr(self.renderer, "audio_outputs", []),
+                               self.local.audio_outputs)
+        source = self.voice.landmark_source(self.local.source, loop)
+        if source is not None:
             encoder = Encoder(self.local.basis, self.local.info.image_size, self.settings.codec)
-            self.sender = LandmarkSender(self.local.source, encoder, self.deliver,
-                                         asyncio.get_running_loop(), self.on_source_end)
+            self.sender = LandmarkSender(source, encoder, self.deliver, loop,
+                                         self.on_source_end)
             self.sender.start()
         self.log("call running")
         await self.ended.wait()
@@ -379,6 +397,7 @@ class CallSession:
             AvatarOffer: self.on_avatar_offer, Chunk: self.on_chunk,
             AvatarResult: self.on_avatar_result, Ready: lambda _: self.peer_ready.set(),
             KeyRequest: self.on_key_request, Ping: lambda _: None, Bye: self.on_bye,
+            AudioClock: lambda clock: self.voice.on_peer_clock(clock.origin_us),
         }
         handlers[type(message)](message)
 
@@ -470,7 +489,9 @@ class CallSession:
                 self.send_packet(data)
         elif self.local.source is not None:  # the call ended before sending: release it here
             await asyncio.to_thread(self.local.source.close)
+        await self.voice.close()
         await self.say_bye()
+        self.wire_end = await wire_counts(self.connection.pc)
         if self.renderer is not None:
             await asyncio.to_thread(self.renderer.close)
         with contextlib.suppress(Exception):
@@ -492,7 +513,14 @@ class CallSession:
         return CallReport(self.end_reason, self.failed, seconds, self.sent_report(seconds),
                           self.received_report(seconds), self.playout_report(),
                           {"received": self.control_inbox.received,
-                           "bad": dict(self.control_inbox.bad)})
+                           "bad": dict(self.control_inbox.bad)},
+                          self.wire_report(seconds), self.voice.report(seconds))
+
+    def wire_report(self, seconds: float) -> dict:
+        inbox = self.landmarks_in
+        received = (inbox.bytes, inbox.decoder.stats.received) if inbox else (0, 0)
+        return wire_report(self.wire_end - self.wire_start, seconds,
+                           (self.sent.bytes, self.sent.packets), received)
 
     def sent_report(self, seconds: float) -> dict:
         return {"packets_encoded": self.sender.encoded if self.sender else 0,
@@ -554,7 +582,7 @@ async def serve_call(local: LocalSide, settings: CallSettings, signaling: Signal
     """Wait for one peer on the signaling server, then run the call with it; None if
     nobody came before ``stop`` (or ``wait_s``)."""
     connection = await serve_connection(token, signaling, ice, settings.connect_timeout_s,
-                                        announce, stop, wait_s)
+                                        announce, stop, wait_s, AudioLink(local.voice))
     if connection is None:
         return None
     log("peer connected")
@@ -566,6 +594,6 @@ async def join_call(local: LocalSide, settings: CallSettings, url: str, token: s
                     log: Callable[[str], None]) -> CallReport:
     """Join the call at ``url`` and run it."""
     connection = await join_connection(url, token, signaling, ice,
-                                      settings.connect_timeout_s)
+                                      settings.connect_timeout_s, AudioLink(local.voice))
     log("connected")
     return await CallSession(connection, local, settings, stop, log).run()

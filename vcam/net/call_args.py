@@ -17,9 +17,9 @@ from vcam.runtime.app import BACKEND_CHOICES, LANDMARK_CHOICES, RETARGET_CHOICES
 # Where the peer goes without --sink: a call is for watching the other side.
 DEFAULT_SINK = "window"
 EXAMPLES = """examples:
-  vcam call serve --avatar me                    # webcam; the peer in a preview window
+  vcam call serve --avatar me                    # webcam and microphone; the peer in a window
   vcam call join URL --token T --avatar you --sink virtualcam --sink window
-  vcam call serve --avatar me --input demo --sink file:peer.mp4 --max-seconds 30
+  vcam call serve --input demo --audio-input voice.wav --sink file:peer.mp4 --max-seconds 30
 """
 
 
@@ -67,8 +67,13 @@ def add_call_arguments(commands: Any) -> argparse.ArgumentParser:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--avatar", required=True, metavar="NAME|PATH",
-                        help="your avatar: a name (see `vcam avatars`) or a bundle file")
+    parser.add_argument("--avatar", metavar="NAME|PATH",
+                        help="your avatar: a name (see `vcam avatars`) or a bundle file "
+                        "(default: the built-in avatar, as for `vcam run`)")
+    parser.add_argument("--audio-input", default="default", metavar="DEVICE|FILE|none",
+                        help="your voice: an input device ('default', the system's default "
+                        "microphone; or a device name), a sound file (played in real time) "
+                        "or 'none' for a call without your voice")
     parser.add_argument("--input", default="0", metavar="0|FILE|demo|none",
                         help="where your face comes from, as for `vcam run`: a camera index "
                         "(default 0), a video file (played in real time), 'demo' (your avatar "

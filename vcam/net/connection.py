@@ -138,6 +138,7 @@ class Connection:
     pc: Any
     control: ChannelTap
     landmarks: ChannelTap
+    audio: Any = None  # the voice's transceiver (vcam.net.voice.AudioLink), if any
 
 
 def is_landmarks_channel(channel: Any) -> bool:
@@ -168,14 +169,18 @@ async def wait_open(connection: Connection, timeout: float) -> None:
 
 
 async def join_connection(url: str, token: str, signaling: SignalingSettings,
-                          ice: IceSettings, connect_timeout_s: float) -> Connection:
-    """Offer a connection to the call at ``url`` and wait for both channels to open."""
+                          ice: IceSettings, connect_timeout_s: float,
+                          audio: Any = None) -> Connection:
+    """Offer a connection to the call at ``url`` and wait for both channels to open;
+    ``audio``: the voice's ``AudioLink`` (None: data channels only)."""
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     pc = RTCPeerConnection(rtc_configuration(ice))
     landmarks = ChannelTap(pc.createDataChannel(LANDMARKS_LABEL, ordered=False,
                                                 maxRetransmits=0))
     control = ChannelTap(pc.createDataChannel(CONTROL_LABEL))
+    if audio is not None:
+        audio.offer(pc)
     try:
         offer_sdp = await describe_locally(pc, await pc.createOffer(), ice)
         answer = await send_offer(url, token, offer_sdp, signaling)
@@ -187,7 +192,7 @@ async def join_connection(url: str, token: str, signaling: SignalingSettings,
     except BaseException:
         await pc.close()
         raise
-    connection = Connection(pc, control, landmarks)
+    connection = Connection(pc, control, landmarks, audio)
     await wait_open(connection, connect_timeout_s)
     return connection
 
@@ -196,8 +201,9 @@ class Answerer:
     """Answers the first authorised offer with a new peer connection (later ones are
     busy) and collects its two channels."""
 
-    def __init__(self, ice: IceSettings) -> None:
+    def __init__(self, ice: IceSettings, audio: Any = None) -> None:
         self.ice = ice
+        self.audio = audio
         self.pc: Any = None
         self.taps: dict[str, ChannelTap] = {}
         self.foreign_channels = 0
@@ -210,9 +216,13 @@ class Answerer:
             raise CallBusy
         self.pc = pc = RTCPeerConnection(rtc_configuration(self.ice))
         pc.on("datachannel", self.on_channel)
+        if self.audio is not None:
+            self.audio.listen(pc)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(
                 keep_candidates(offer_sdp, self.ice.host_addresses), "offer"))
+            if self.audio is not None:
+                self.audio.answer(pc)
             answer = await describe_locally(pc, await pc.createAnswer(), self.ice)
         except Exception as error:
             self.pc = None
@@ -238,16 +248,18 @@ class Answerer:
                 await self.pc.close()
                 raise UserError(f"the peer did not connect within {timeout:.0f} s")
             await asyncio.sleep(0.05)
-        connection = Connection(self.pc, self.taps[CONTROL_LABEL], self.taps[LANDMARKS_LABEL])
+        connection = Connection(self.pc, self.taps[CONTROL_LABEL], self.taps[LANDMARKS_LABEL],
+                                self.audio)
         await wait_open(connection, max(0.1, deadline - time.monotonic()))
         return connection
 
 
 async def serve_connection(token: str, signaling: SignalingSettings, ice: IceSettings,
                            connect_timeout_s: float, announce: Callable[[str], None],
-                           stop: asyncio.Event, wait_s: float = 0.0) -> Connection | None:
+                           stop: asyncio.Event, wait_s: float = 0.0,
+                           audio: Any = None) -> Connection | None:
     """Listen for one peer; None if ``stop`` is set (or ``wait_s`` passes) before it comes."""
-    answerer = Answerer(ice)
+    answerer = Answerer(ice, audio)
     server = SignalingServer(signaling, token, answerer)
     announce(await server.start())
     try:
