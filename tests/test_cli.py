@@ -82,3 +82,47 @@ def test_run_vcam_without_a_command_runs_the_camera(tmp_path):
                       "--avatar", str(tmp_path / "missing.avatar.safetensors"))
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "invalid choice" not in result.stderr
+
+
+def test_building_every_command_imports_nothing_heavy():
+    """The CLI builds every command's parser at start-up: no command's options may pull in
+    torch, OpenCV, numpy or the network stack for the others."""
+    check = ("import sys; from vcam.cli import build_parser; build_parser(); "
+             "print(sorted({'torch', 'cv2', 'numpy', 'aiortc', 'aiohttp'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                            check=True, cwd=REPO)
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--backend", "{}"],
+    ["call", "join", "http://127.0.0.1:8765/call", "--token", "t", "--avatar", "a",
+     "--backend", "{}"],
+    ["bench", "pipeline", "--backend", "{}"],
+])
+def test_one_name_for_onnx_runtime_in_every_backend_option(argv, capsys):
+    from vcam.cli import build_parser
+
+    def backend(name: str):
+        return build_parser().parse_args([part.format(name) for part in argv]).backend
+
+    assert backend("onnx") == backend("onnxruntime") == "onnxruntime"  # the engine's name
+    assert backend("tensorrt") == "tensorrt" and backend("torch") == "torch"
+    with pytest.raises(SystemExit) as exit_info:
+        backend("onnxrt")
+    assert exit_info.value.code == 2
+    assert "choose from auto, torch, onnx, tensorrt" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv[:-2], "--help"])
+    shown = capsys.readouterr().out
+    assert "--backend auto|torch|onnx|tensorrt" in shown and "onnxruntime" not in shown
+
+
+def test_the_render_bench_takes_several_engines_by_their_command_line_names():
+    from vcam.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "render", "--backend", "torch", "onnx"])
+    assert args.backend == ["torch", "onnxruntime"]
+    assert build_parser().parse_args(["bench", "render"]).backend == [
+        "torch", "onnxruntime", "tensorrt"]
+    assert build_parser().parse_args(["compile", "me", "--backend", "onnx"]).backend == "onnx"

@@ -14,8 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from calibration.sets import CalibrationSetSpec, landmark_images, sweep_landmarks
-from engines.backend import GeneratorSource
-from engines.export import ExportMismatchError, ExportOptions, ExportResult, export_onnx
+from engines.backend import BackendOptions, GeneratorSource, NoBackendError, create_backend
+from engines.export import (
+    ExportMismatchError,
+    ExportOptions,
+    ExportResult,
+    export_onnx,
+    onnx_frames,
+    verify_backend,
+)
 from vcam.avatar import Avatar, vcam_home
 from vcam.errors import UserError
 from vcam.images import to_tensor
@@ -92,3 +99,27 @@ def generator_source(avatar: Avatar, backend: str, precision: str = "fp32",
         onnx_path=path if path is not None and path.exists() else None,
         calibration_images=calibration,
         input_channels=avatar.config.generator_input_channels)
+
+
+def build_tensorrt_engine(avatar: Avatar, onnx_file: Path, precision: str) -> dict:
+    """Build (or reuse) the avatar's TensorRT engine from ``onnx_file`` and check it against
+    ONNX Runtime; the engine's description."""
+    source = GeneratorSource(
+        image_size=avatar.config.image_size, module=avatar.generator(), onnx_path=onnx_file,
+        calibration_images=generator_inputs(avatar, CALIBRATION_COUNT, seed=2)
+        if precision == "int8" else None,
+        input_channels=avatar.config.generator_input_channels)
+    try:
+        backend = create_backend("tensorrt", source, BackendOptions(device="cuda",
+                                                                    precision=precision))
+    except NoBackendError as error:
+        raise UserError(f"cannot build a TensorRT engine here: {error.reasons['tensorrt']}") \
+            from None
+    images = generator_inputs(avatar, CHECK_COUNT, seed=1)
+    try:
+        verify_backend(backend, images, onnx_frames(onnx_file, images), precision)
+    except ExportMismatchError as error:
+        raise UserError(f"TensorRT engine refused: {error}") from None
+    info = backend.describe().to_dict()
+    backend.close()
+    return {"engine": info.get("model_path") or "cached", "info": info}

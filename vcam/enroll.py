@@ -8,7 +8,7 @@ photos (``vcam.train.finetune``).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +69,21 @@ def video_photos(path: Path, count: int) -> list[Photo]:
         raise UserError(f"{path} has no readable frames")
     picks = np.unique(np.linspace(0, len(frames) - 1, min(count, len(frames))).round())
     return [Photo(f"{path} frame {int(i)}", frames[int(i)]) for i in picks]
+
+
+def enrollment_photos(paths: Sequence[Path], video: Path | None, video_frames: int,
+                      snapshot: bool, camera: str, countdown: float, preview: bool,
+                      detector: LandmarkDetector) -> list[Photo]:
+    """The photos to enroll from, exactly one source given: photo files, ``video_frames``
+    frames of ``video``, or a ``snapshot`` from ``camera`` after ``countdown`` seconds."""
+    sources = sum([bool(paths), video is not None, snapshot])
+    if sources != 1:
+        raise UserError("give photos, or --video FILE, or --snapshot (exactly one of them)")
+    if snapshot:
+        return [capture_snapshot(camera, detector, seconds=countdown, preview=preview)]
+    if video is not None:
+        return video_photos(video, video_frames)
+    return [read_photo(path) for path in paths]
 
 
 def face_landmarks(photo: Photo, detector: LandmarkDetector,

@@ -31,7 +31,7 @@ from vcam.landmarks.shape_basis import synthetic_shape_basis
 from vcam.models.store import default_shape_basis
 from vcam.net.avatar_exchange import ExchangeSettings, describe_avatar
 from vcam.net.call import CallFailed, CallSession, CallSettings, LocalSide, join_call, serve_call
-from vcam.net.cli_call import finish
+from vcam.net.call_runner import finish
 from vcam.net.codec import Decoder, Encoder
 from vcam.net.connection import (
     ChannelTap,
@@ -64,7 +64,7 @@ REPO = Path(__file__).resolve().parents[2]
 LOOPBACK_ICE = IceSettings(host_addresses=("127.0.0.1",))
 # The call commands as `vcam call ...` would run them; the process leaves without the
 # interpreter's teardown (torch's alone takes a second or two on a busy machine).
-ENTRY = ("import os, sys; from vcam.net.cli_call import main; "
+ENTRY = ("import os, sys; from vcam.cli import main; "
          "code = main(sys.argv[1:] + sys.stdin.readline().split()); "
          "sys.stdout.flush(); sys.stderr.flush(); os._exit(code)")
 CLIP_FPS = 15

@@ -21,9 +21,9 @@ import torch
 from engines.backend import BackendRegistry
 from tests.net.conftest import VIRTUALCAM_BACKEND, video_facts
 from vcam.avatar import load_avatar
+from vcam.cli import main
 from vcam.data.synthetic import moving_face_frames, write_video
 from vcam.errors import UserError
-from vcam.net.cli_call import main
 from vcam.net.media import (
     CapturedLandmarks,
     PipelineRenderer,
@@ -488,12 +488,3 @@ def test_the_default_sink_is_a_window(avatars, tmp_path, monkeypatch, capsys):
                  "--avatar", str(avatars["astro"]),
                  "--input", "demo"]) == 2
     assert "--sink window needs a desktop display" in capsys.readouterr().err
-
-
-def test_defining_the_call_options_imports_nothing_heavy():
-    check = ("import sys, argparse; from vcam.net.call_args import add_call_arguments; "
-             "add_call_arguments(argparse.ArgumentParser().add_subparsers()); "
-             "print(sorted({'torch', 'cv2', 'numpy', 'aiortc'} & set(sys.modules)))")
-    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
-                            check=True)
-    assert result.stdout.strip() == "[]"

@@ -17,10 +17,10 @@ import pytest
 from calibration.sets import Expression, apply_expression
 from tests.net.test_call import LOOPBACK_ICE, call_homes, in_process_call, serve_process
 from vcam.avatar import load_avatar
+from vcam.cli import main
 from vcam.net.audio import AudioInputSpec, AudioSync, SpeakerOutput, VoiceSource
 from vcam.net.avatar_exchange import describe_avatar
 from vcam.net.call import CallSettings, LocalSide, join_call
-from vcam.net.cli_call import main
 from vcam.net.lipsync import (
     click_times,
     mouth_open_times,

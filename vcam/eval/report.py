@@ -9,11 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vcam.errors import UserError
 from vcam.eval.metrics import METRIC_CAPS, means_of
 from vcam.eval.motion import LARGE_POSE_THRESHOLD, MOTIONS, OPEN_MOUTH_THRESHOLD
 from vcam.eval.run import METRICS, ClipResult, ClipRun, flicker_rows
-from vcam.files import atomic_write_text
+from vcam.files import atomic_write_text, is_within
 from vcam.landmarks.raster import rasterise
+from vcam.shared import repository_root
 
 METHOD_NAMES = {"ff": "ours, feed-forward", "ft": "ours, fine-tuned",
                 "warp": "warping baseline"}
@@ -156,6 +158,17 @@ def write_video(path: Path, result: ClipResult, shots: int, fps: float) -> None:
     finally:
         writer.release()
     partial.replace(path)
+
+
+def check_report_folder(out: Path, force: bool) -> None:
+    """Refuse a report folder inside the repository (reports hold frames of real people) or
+    one that holds a report already (unless ``force``)."""
+    repository = repository_root()
+    if (repository / ".git").exists() and is_within(out, repository):
+        raise UserError(f"--out {out} is inside the vcam repository; reports hold frames of "
+                        "real people, so write them elsewhere")
+    if (out / "metrics.json").exists() and not force:
+        raise UserError(f"{out} already holds a report: pass --force to replace it")
 
 
 def write_report(out: Path, results: list[ClipResult], settings_record: dict,

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file as load_safetensors
 from torch import Tensor, nn
 
+from vcam.errors import UserError
 from vcam.shared import shared_weights_dir
 
 NORMALISED_FILE_NAME = "vgg19_normalised_to_relu3_1.pth"
@@ -48,6 +49,25 @@ def find_default_vgg_weights() -> Path | None:
         return path
     candidate = shared_weights_dir() / NORMALISED_FILE_NAME
     return candidate if candidate.is_file() else None
+
+
+def vgg_weights_setting(choice: str) -> str | None:
+    """``--vgg CHOICE`` -> the weights file to use (resolved), or None for no VGG loss:
+    ``none``, ``auto`` (:func:`find_default_vgg_weights`) or a file."""
+    if choice == "none":
+        return None
+    if choice != "auto":
+        if not Path(choice).is_file():
+            raise UserError(f"--vgg {choice} does not exist")
+        return str(Path(choice).resolve())
+    try:
+        found = find_default_vgg_weights()
+    except FileNotFoundError as error:
+        raise UserError(str(error)) from None
+    if found is None:
+        raise UserError(f"VGG19 weights not found in {shared_weights_dir()}: pass --vgg FILE, "
+                        "set VCAM_VGG_WEIGHTS, or --vgg none to train without the VGG loss")
+    return str(found.resolve())
 
 
 def _vgg19_layers(

@@ -3,3 +3,5 @@ so the command line can show them without loading the network stack)."""
 
 # The signaling server's port.
 DEFAULT_PORT = 8765
+# Where the peer goes without --sink: a call is for watching the other side.
+DEFAULT_SINK = "window"

@@ -1,10 +1,7 @@
-"""`vcam call serve` and `vcam call join`: the command line of a landmark-only call.
-
-``add_call_arguments(commands)`` adds the ``call`` command (with ``serve`` and ``join``) to
-the subparsers of the ``vcam`` parser; nothing is parsed at import. ``run_serve(args)`` and
-``run_join(args)`` run one call and return the exit code (0: the call ran and ended, however
-it ended; 2 with a one-line message: it could not start or was refused). ``main(argv)`` is
-the same as a standalone program (``python -m vcam.net.cli_call call serve ...``).
+"""Running one landmark-only call from the options of `vcam call serve|join`
+(``vcam.commands.call``): ``run_serve(args)`` and ``run_join(args)`` return the exit code
+(0: the call ran and ended, however it ended; 2 with a one-line message: it could not start
+or was refused).
 
 Both sides are made of the real-time runtime's stages (``vcam.net.media``): one's landmarks
 come from `vcam run`'s inputs and landmark stage, and the peer's avatar goes through its
@@ -33,8 +30,8 @@ from vcam.landmarks.shape_basis import load_shape_basis
 from vcam.models.store import default_shape_basis
 from vcam.net.avatar_exchange import ExchangeSettings, describe_avatar
 from vcam.net.call import CallSettings, LocalSide, join_call, serve_call
-from vcam.net.call_args import DEFAULT_SINK, add_call_arguments
 from vcam.net.connection import IceSettings
+from vcam.net.defaults import DEFAULT_SINK
 from vcam.net.jitter import JitterSettings
 from vcam.net.media import (
     CapturedLandmarks,
@@ -291,28 +288,3 @@ def finish(report: CallReport, as_json: bool) -> int:
         print(f"vcam: error: {report.ended_by}", file=sys.stderr, flush=True)
         return 2
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vcam", description="vcam's call commands.")
-    add_call_arguments(parser.add_subparsers(title="commands", metavar="COMMAND",
-                                             required=True))
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The call commands as a program of their own (``vcam call ...`` without the rest)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except UserError as error:
-        print(f"vcam: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vcam: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-

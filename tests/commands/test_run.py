@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import pytest
 
 from vcam.avatar import load_avatar, save_avatar
+from vcam.commands.options import RETARGET_CHOICES, parse_size
+from vcam.commands.run import add_arguments, run
 from vcam.data.synthetic import astronaut, moving_face_frames, write_video
 from vcam.enroll import Photo, enroll
 from vcam.errors import UserError
 from vcam.models.store import load_models
-from vcam.runtime.app import RETARGET_CHOICES, add_run_arguments, parse_size, run_from_args
 from vcam.runtime.retarget import RETARGET_MODES
 from vcam.runtime.session import settings_from_args
 from vcam.train.finetune import FineTuneSettings
@@ -50,7 +49,7 @@ def shared_detector(dlib_detector, monkeypatch):
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="vcam run")
-    add_run_arguments(parser)
+    add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
@@ -64,7 +63,7 @@ def frame_count(path: Path) -> int:
 def test_file_run_writes_one_frame_per_input_frame_and_reports_json(bundle, clip, tmp_path,
                                                                     capsys):
     out = tmp_path / "out.mp4"
-    code = run_from_args(parse("--avatar", str(bundle), "--input", str(clip),
+    code = run(parse("--avatar", str(bundle), "--input", str(clip),
                                "--sink", f"file:{out}", "--size", "320x240", "--json"))
     assert code == 0
     report = json.loads(capsys.readouterr().out)
@@ -76,7 +75,7 @@ def test_file_run_writes_one_frame_per_input_frame_and_reports_json(bundle, clip
 def test_photo_is_enrolled_on_the_fly_and_drives_the_demo(tiny_model, tmp_path, capsys):
     photo = write_rgb(tmp_path / "me.png", astronaut())
     out = tmp_path / "demo.mp4"
-    code = run_from_args(parse("--photo", str(photo), "--model", str(tiny_model), "--input",
+    code = run(parse("--photo", str(photo), "--model", str(tiny_model), "--input",
                                "demo", "--sink", f"file:{out}", "--size", "320x240",
                                "--max-frames", "6", "--fps", "60", "--mirror",
                                "--background", "blur"))
@@ -90,7 +89,7 @@ def test_avatar_by_name_from_the_data_folder(bundle, clip, tmp_path, vcam_home):
     (vcam_home / "avatars").mkdir(parents=True)
     (vcam_home / "avatars" / "me.avatar.safetensors").write_bytes(bundle.read_bytes())
     out = tmp_path / "out.mp4"
-    assert run_from_args(parse("--avatar", "me", "--avatar", str(bundle), "--input", str(clip),
+    assert run(parse("--avatar", "me", "--avatar", str(bundle), "--input", str(clip),
                                "--sink", f"file:{out}", "--size", "160x120",
                                "--max-frames", "3")) == 0
     assert frame_count(out) == 3
@@ -99,7 +98,7 @@ def test_avatar_by_name_from_the_data_folder(bundle, clip, tmp_path, vcam_home):
 def test_built_in_avatar_is_enrolled_once_per_model_and_cached(tiny_model, tmp_path,
                                                                vcam_home):
     def run_demo(out: Path) -> None:
-        assert run_from_args(parse("--model", str(tiny_model), "--input", "demo", "--sink",
+        assert run(parse("--model", str(tiny_model), "--input", "demo", "--sink",
                                    f"file:{out}", "--size", "160x120", "--max-frames", "3",
                                    "--fps", "60")) == 0
         assert 1 <= frame_count(out) <= 3
@@ -124,7 +123,7 @@ def test_photo_and_built_in_avatar_never_build_the_discriminator(tiny_model, tmp
     photo = write_rgb(tmp_path / "me.png", astronaut())
     for who in (["--photo", str(photo)], []):
         out = tmp_path / f"{len(who)}.mp4"
-        assert run_from_args(parse(*who, "--model", str(tiny_model), "--input", "demo",
+        assert run(parse(*who, "--model", str(tiny_model), "--input", "demo",
                                    "--sink", f"file:{out}", "--size", "160x120",
                                    "--max-frames", "2", "--fps", "60")) == 0
         assert 1 <= frame_count(out) <= 2
@@ -133,7 +132,7 @@ def test_photo_and_built_in_avatar_never_build_the_discriminator(tiny_model, tmp
 def test_demo_written_to_a_file_is_a_ten_second_clip_with_every_frame(tiny_model, tmp_path,
                                                                       vcam_home, capsys):
     out = tmp_path / "demo.mp4"
-    assert run_from_args(parse("--model", str(tiny_model), "--input", "demo", "--sink",
+    assert run(parse("--model", str(tiny_model), "--input", "demo", "--sink",
                                f"file:{out}", "--size", "160x120", "--fps", "5",
                                "--json")) == 0
     report = json.loads(capsys.readouterr().out)
@@ -145,18 +144,18 @@ def test_demo_written_to_a_file_is_a_ten_second_clip_with_every_frame(tiny_model
 def test_no_avatar_and_no_model_is_a_clear_error(clip, monkeypatch, tmp_path):
     monkeypatch.setattr("vcam.models.store.shipped_weights_dir", lambda: tmp_path)
     with pytest.raises(UserError, match=r"no default model.*--model"):
-        run_from_args(parse("--input", str(clip), "--sink", "file:/tmp/never.mp4"))
+        run(parse("--input", str(clip), "--sink", "file:/tmp/never.mp4"))
 
 
 def test_no_camera_says_so_and_suggests_a_file(bundle):
     with pytest.raises(UserError, match=r"no camera.*--input FILE"):
-        run_from_args(parse("--avatar", str(bundle), "--input", "7", "--sink",
+        run(parse("--avatar", str(bundle), "--input", "7", "--sink",
                             "file:/tmp/never.mp4", "--size", "160x120"))
 
 
 def test_no_virtual_camera_device_gives_the_setup_command(bundle, clip):
     with pytest.raises(UserError) as caught:
-        run_from_args(parse("--avatar", str(bundle), "--input", str(clip), "--size",
+        run(parse("--avatar", str(bundle), "--input", str(clip), "--size",
                             "160x120"))  # default sink: the virtual camera, absent here
     assert "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=vcam" in str(
         caught.value)
@@ -166,7 +165,7 @@ def test_preview_without_a_display_is_a_clear_error(bundle, clip, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(UserError, match="display"):
-        run_from_args(parse("--avatar", str(bundle), "--input", str(clip), "--sink", "window",
+        run(parse("--avatar", str(bundle), "--input", str(clip), "--sink", "window",
                             "--size", "160x120"))
 
 
@@ -190,13 +189,5 @@ def test_options_are_checked_at_the_edge(bundle):
     assert settings.pipeline.fps == 30.0
 
 
-def test_defining_the_options_imports_nothing_heavy():
-    """The CLI builds every command's parser at start-up: `vcam run`'s options must not pull
-    in torch, OpenCV or numpy for the other commands."""
-    check = ("import sys, argparse, vcam.runtime.app as app; "
-             "app.add_run_arguments(argparse.ArgumentParser()); "
-             "print(sorted({'torch', 'cv2', 'numpy'} & set(sys.modules)))")
-    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
-                            check=True)
-    assert result.stdout.strip() == "[]"
+def test_the_retarget_choices_are_the_runtime_modes():
     assert RETARGET_CHOICES == RETARGET_MODES
