@@ -256,7 +256,7 @@ def test_a_peer_with_another_protocol_or_basis_is_refused_clearly(astro_side):
 
     assert "--shape-basis" in asyncio.run(check(shape_basis="0" * 64))
     assert "update one side" in asyncio.run(check(version=2))
-    assert "update one side" in asyncio.run(check(codec=0xA2))
+    assert "update one side" in asyncio.run(check(codec=0xA1))
 
 
 # -- in-process calls (two sessions, one loop, real aiortc over loopback) ---------------------

@@ -121,7 +121,7 @@ def test_the_audio_timeline_follows_the_landmark_clock_and_sets_the_delay():
     and the delay grows to cover audio that comes later than the fastest landmark packet."""
 
     class Jitter:
-        clock_offset_us, delay_ms = 1_000_000, None
+        clock_offset_us, delay_ms, minimum_delay_us = 1_000_000, None, 0
 
         def set_target_delay(self, milliseconds):
             self.delay_ms = milliseconds

@@ -14,7 +14,10 @@ from vcam.commands.options import (
     add_vgg_option,
     loss_weights,
 )
+from vcam.errors import UserError
 
+# The quantiser steps (px of a 256 px crop) `vcam bench codec --quality` renders.
+QUALITY_STEPS_PX = (0.6, 1.0, 1.5, 2.0, 3.0)
 SUMMARY = "Measure speed and print the figures."
 DESCRIPTION = SUMMARY
 
@@ -139,18 +142,48 @@ def add_codec_bench(benches) -> None:
     command.add_argument("--data", type=Path, required=True,
                          help="a `vcam preprocess` folder (256 px crops)")
     command.add_argument("--max-clips", type=positive_int, default=20)
+    command.add_argument("--quality", type=Path, metavar="MODEL",
+                         help="also render each quantiser step with this model (e.g. "
+                         "vcam/weights/default.safetensors) on clips of identities it held "
+                         "out, and give the SSIM against renders from the original landmarks")
+    command.add_argument("--quality-clips", type=positive_int, default=6)
+    command.add_argument("--quality-frames", type=positive_int, default=30)
     command.add_argument("--json", action="store_true")
 
 
 def run_codec_bench_command(args: argparse.Namespace) -> int:
     from vcam.bench.codec import codec_report_lines, run_codec_bench
+    from vcam.bench.codec_quality import quality_report_lines
     from vcam.data.clips import open_dataset
 
-    clips = list(open_dataset(args.data).clips)
-    clips = clips[::max(1, len(clips) // args.max_clips)][:args.max_clips]
+    every = list(open_dataset(args.data).clips)
+    clips = every[::max(1, len(every) // args.max_clips)][:args.max_clips]
     report = run_codec_bench(clips)
-    print(json.dumps(report, indent=1) if args.json else "\n".join(codec_report_lines(report)))
+    lines = codec_report_lines(report)
+    if args.quality is not None:
+        report["quality"] = quality_report(args, every)
+        lines += quality_report_lines(report["quality"])
+    print(json.dumps(report, indent=1) if args.json else "\n".join(lines))
     return 0
+
+
+def quality_report(args: argparse.Namespace, clips: list) -> dict:
+    from vcam.bench.codec_quality import (
+        QualitySettings,
+        default_variants,
+        held_out_clips,
+        model_basis,
+        run_quality_bench,
+    )
+    from vcam.net.packing import PackingSettings
+
+    model = args.quality
+    if not model.exists():
+        raise UserError(f"--quality {model} does not exist")
+    chosen = held_out_clips(clips, model, args.quality_clips, args.quality_frames)
+    variants = default_variants(QUALITY_STEPS_PX, PackingSettings())
+    return run_quality_bench(model, model_basis(model), chosen, variants,
+                             QualitySettings(frames=args.quality_frames))
 
 
 def run_train_bench_command(args: argparse.Namespace) -> int:

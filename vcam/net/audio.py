@@ -346,6 +346,9 @@ class DelayTarget(Protocol):
     @property
     def clock_offset_us(self) -> int | None: ...
 
+    @property
+    def minimum_delay_us(self) -> int: ...
+
     def set_target_delay(self, milliseconds: float) -> None: ...
 
 
@@ -354,8 +357,8 @@ class AudioSync:
     delay follow the audio's. ``origin_us``: the peer's audio origin (its ``audio_clock``
     message); until it came frames cannot be placed. The clock offset is the jitter buffer's
     (the fastest landmark packet's), or the audio's own while no landmark came; the delay is
-    at least ``base_delay_ms`` and at least the recent audio's lateness over that offset plus
-    a margin."""
+    at least ``base_delay_ms``, at least the recent audio's lateness over that offset plus
+    a margin, and at least what the landmark packets need (``minimum_delay_us``)."""
 
     def __init__(self, base_delay_ms: float, jitter: DelayTarget | None = None) -> None:
         self.base_delay_us = round(base_delay_ms * 1000)
@@ -390,7 +393,8 @@ class AudioSync:
         return due
 
     def follow(self, needed_us: int) -> None:
-        wanted = max(self.base_delay_us, needed_us)
+        floor = self.jitter.minimum_delay_us if self.jitter is not None else 0
+        wanted = max(self.base_delay_us, needed_us, floor)
         self.delay_us = wanted if wanted > self.delay_us else max(wanted,
                                                                  self.delay_us - DELAY_DECAY_US)
         if self.jitter is not None:

@@ -3,18 +3,17 @@ other's avatar.
 
 Network work lives in one asyncio loop: signaling (``vcam.net.signaling``), the WebRTC peer
 connection (aiortc) and its two data channels, ``landmarks`` (unordered, no retransmits:
-codec packets, a lost one is concealed, never resent) and ``control`` (reliable: hello, the
-avatar exchange, key requests, pings and bye; see ``vcam.net.control``). Blocking work runs in
-threads: the landmark source (video decoding and face tracking) encodes packets and hands
-them to the loop with ``run_coroutine_threadsafe``; the renderer runs the generator on the
-latest landmarks handed to it (``vcam.net.media`` builds both from the real-time runtime's
-stages). A playout loop ticks at the sender's frame rate and takes landmarks from the jitter
-buffer, so the renderer sees a steady stream whatever the network did. A call ends on bye, on
-the peer's silence (no message for ``peer_timeout_s``), on a lost connection or closed
-channel, at ``max_seconds``, when the local video ends, when the renderer stops by itself
-(its preview window was closed), or on request (Ctrl-C); either way a bye goes out when it
-can and a report of the call comes back.
-
+packets of several frames, ``vcam.net.packing``; a lost one is concealed, never resent) and
+``control`` (reliable: hello, the avatar exchange, key requests, pings and bye; see
+``vcam.net.control``). Blocking work runs in threads: the landmark source (video decoding and
+face tracking) encodes packets and hands them to the loop with ``run_coroutine_threadsafe``;
+the renderer runs the generator on the latest landmarks handed to it (``vcam.net.media``
+builds both from the real-time runtime's stages). A playout loop ticks at the sender's frame
+rate and takes landmarks from the jitter buffer, so the renderer sees a steady stream
+whatever the network did. A call ends on bye, on the peer's silence (no message for
+``peer_timeout_s``), on a lost connection or closed channel, at ``max_seconds``, when the
+local video ends, when the renderer stops by itself (its preview window was closed), or on
+request (Ctrl-C); either way a bye goes out when it can and a report of the call comes back.
 The connection and its channels are ``vcam.net.connection``'s, the send path
 ``vcam.net.send``'s, the receive path and the renderer protocol ``vcam.net.playout``'s.
 """
@@ -44,7 +43,6 @@ from vcam.net.avatar_exchange import (
     load_received,
     local_copy,
 )
-from vcam.net.codec import MAGIC_VERSION, CodecSettings, Encoder
 from vcam.net.connection import Connection, IceSettings, join_connection, serve_connection
 from vcam.net.control import (
     CAPABILITIES,
@@ -65,6 +63,7 @@ from vcam.net.control import (
     encode_message,
 )
 from vcam.net.jitter import JitterSettings
+from vcam.net.packing import PACKED_MAGIC_VERSION, CodecSettings, PackedEncoder, PackingSettings
 from vcam.net.playout import (
     LandmarkInbox,
     PeerAvatar,
@@ -89,6 +88,7 @@ class CallSettings:
     injected faults, duration (``max_seconds`` 0: no limit) and the timeouts."""
 
     codec: CodecSettings = field(default_factory=CodecSettings)
+    packing: PackingSettings = field(default_factory=PackingSettings)
     jitter: JitterSettings = field(default_factory=JitterSettings)
     exchange: ExchangeSettings = field(default_factory=ExchangeSettings)
     faults: FaultSettings = field(default_factory=FaultSettings)
@@ -265,15 +265,16 @@ class CallSession:
 
     def hello(self) -> Hello:
         source = self.local.source
-        return Hello(PROTOCOL_VERSION, __version__, CAPABILITIES, MAGIC_VERSION,
+        return Hello(PROTOCOL_VERSION, __version__, CAPABILITIES, PACKED_MAGIC_VERSION,
                      self.local.basis.fingerprint, self.local.info, self.settings.share_avatar,
                      source is not None, float(source.fps) if source is not None else 25.0)
 
     def check_hello(self, hello: Hello) -> None:
-        if hello.version != PROTOCOL_VERSION or hello.codec != MAGIC_VERSION:
+        if hello.version != PROTOCOL_VERSION or hello.codec != PACKED_MAGIC_VERSION:
             raise CallFailed(f"the peer runs vcam {hello.app} (call protocol {hello.version}, "
                              f"codec {hello.codec:#x}); this vcam speaks protocol "
-                             f"{PROTOCOL_VERSION}, codec {MAGIC_VERSION:#x}: update one side")
+                             f"{PROTOCOL_VERSION}, codec {PACKED_MAGIC_VERSION:#x}: "
+                             "update one side")
         if hello.shape_basis != self.local.basis.fingerprint:
             raise CallFailed("the peer uses another shape basis (fingerprint "
                              f"{hello.shape_basis[:12]}, here {self.local.basis.fingerprint[:12]})"
@@ -346,9 +347,9 @@ class CallSession:
                                self.local.audio_outputs)
         source = self.voice.landmark_source(self.local.source, loop)
         if source is not None:
-            encoder = Encoder(self.local.basis, self.local.info.image_size, self.settings.codec)
-            self.sender = LandmarkSender(source, encoder, self.deliver, loop,
-                                         self.on_source_end)
+            encoder = PackedEncoder(self.local.basis, self.local.info.image_size,
+                                    self.settings.codec, self.settings.packing)
+            self.sender = LandmarkSender(source, encoder, self.deliver, loop, self.on_source_end)
             self.sender.start()
         self.log("call running")
         await self.ended.wait()
@@ -518,7 +519,7 @@ class CallSession:
 
     def wire_report(self, seconds: float) -> dict:
         inbox = self.landmarks_in
-        received = (inbox.bytes, inbox.decoder.stats.received) if inbox else (0, 0)
+        received = (inbox.bytes, inbox.packets) if inbox else (0, 0)
         return wire_report(self.wire_end - self.wire_start, seconds,
                            (self.sent.bytes, self.sent.packets), received)
 
@@ -536,7 +537,7 @@ class CallSession:
             return {}
         decoder, jitter = inbox.decoder.stats, inbox.jitter.stats
         expected = self.expected_packets(inbox)
-        return {"packets": decoder.received, "bytes": inbox.bytes,
+        return {"packets": inbox.packets, "frames": decoder.received, "bytes": inbox.bytes,
                 "kbit_per_s": kbit_per_second(inbox.bytes, seconds),
                 "decoded": decoder.decoded, "bad": decoder.bad, "stale": decoder.stale,
                 "duplicate": decoder.duplicate, "missing_key": decoder.missing_key,

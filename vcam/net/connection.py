@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vcam.errors import UserError
+from vcam.net.acknowledgements import reduce_acknowledgements
 from vcam.net.signaling import (
     CallBusy,
     OfferRefused,
@@ -139,6 +140,7 @@ class Connection:
     control: ChannelTap
     landmarks: ChannelTap
     audio: Any = None  # the voice's transceiver (vcam.net.voice.AudioLink), if any
+    acknowledgements: Any = None  # vcam.net.acknowledgements.DelayedAcknowledgements
 
 
 def is_landmarks_channel(channel: Any) -> bool:
@@ -159,6 +161,8 @@ async def describe_locally(pc: Any, description: Any, ice: IceSettings) -> str:
 
 
 async def wait_open(connection: Connection, timeout: float) -> None:
+    """Wait for both channels; then the association's acknowledgements are thinned
+    (``vcam.net.acknowledgements``)."""
     waits = [connection.control.opened.wait(), connection.landmarks.opened.wait()]
     try:
         await asyncio.wait_for(asyncio.gather(*waits), timeout)
@@ -166,6 +170,7 @@ async def wait_open(connection: Connection, timeout: float) -> None:
         await connection.pc.close()
         raise UserError(f"could not connect to the peer within {timeout:.0f} s (no ICE route "
                         "between the two machines? try --ice-server)") from None
+    connection.acknowledgements = reduce_acknowledgements(connection.pc)
 
 
 async def join_connection(url: str, token: str, signaling: SignalingSettings,

@@ -11,8 +11,9 @@ ECDHE-ECDSA-AES128-GCM-SHA256, SRTP AES_CM_128_HMAC_SHA1_80) and as the standard
 - data channel message: SCTP common header 12 B + DATA chunk header 16 B (RFC 4960 3.1,
   3.3.1; the user data padded to 4 B) + DTLS 1.2 record 37 B (header 13 B, RFC 6347 4.1; AES-
   GCM explicit nonce 8 B and tag 16 B, RFC 5288 3) = 65 B over the payload in the transport's
-  count, 93 B with UDP (8 B) and IPv4 (20 B); every received DATA packet is acknowledged
-  with a SACK packet of the same 93 B (aiortc acknowledges each packet at once);
+  count, 93 B with UDP (8 B) and IPv4 (20 B); aiortc acknowledges every received DATA
+  packet at once with a SACK packet of the same 93 B; with ``vcam.net.acknowledgements``
+  most SACKs are a 16 B chunk in the next data packet the other way;
 - voice packet: RTP header 12 B (RFC 3550 5.1) + header extensions 12 B (RFC 8285 one-byte
   form: 4 B, abs-send-time 4 B, the mid 2 B, padded) + SRTP authentication tag 10 B (RFC 3711
   4.2, HMAC-SHA1-80) = 34 B, 62 B with UDP and IPv4.
@@ -29,7 +30,8 @@ SCTP_COMMON_HEADER = 12
 SCTP_DATA_CHUNK_HEADER = 16
 DTLS12_AES_GCM_RECORD = 13 + 8 + 16
 DATA_CHANNEL_BYTES = SCTP_COMMON_HEADER + SCTP_DATA_CHUNK_HEADER + DTLS12_AES_GCM_RECORD
-SACK_BYTES = SCTP_COMMON_HEADER + 16 + DTLS12_AES_GCM_RECORD
+SACK_CHUNK = 16  # RFC 4960 3.3.4, without gap or duplicate reports
+SACK_BYTES = SCTP_COMMON_HEADER + SACK_CHUNK + DTLS12_AES_GCM_RECORD
 RTP_HEADER = 12
 RTP_EXTENSIONS = 12
 SRTP_TAG = 10
