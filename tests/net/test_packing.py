@@ -16,6 +16,7 @@ from vcam.net.jitter import PACKET_MARGIN_US, JitterBuffer, JitterSettings, Play
 from vcam.net.packing import PackedDecoder, PackedEncoder, PackingSettings
 
 FRAME_US = 1e6 / 30
+HALF_RATE = PackingSettings(15.0, 3)  # every other frame of a 30 fps camera, 3 a packet
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def capture_times(frames: int, jitter_us: int = 0, seed: int = 0) -> list[int]:
             for index in range(frames)]
 
 
-def packed(basis, landmarks, times, packing=None, step_px=0.6):
+def packed(basis, landmarks, times, packing=HALF_RATE, step_px=0.6):
     encoder = PackedEncoder(basis, CROP, CodecSettings(step_px=step_px), packing)
     packets = [packet for points, at in zip(landmarks, times)
                for packet in encoder.encode(points, at)]

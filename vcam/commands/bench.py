@@ -17,7 +17,7 @@ from vcam.commands.options import (
 from vcam.errors import UserError
 
 # The quantiser steps (px of a 256 px crop) `vcam bench codec --quality` renders.
-QUALITY_STEPS_PX = (0.6, 1.0, 1.5, 2.0, 3.0)
+QUALITY_STEPS_PX = (0.6, 1.0, 2.0, 3.0)
 SUMMARY = "Measure speed and print the figures."
 DESCRIPTION = SUMMARY
 

@@ -86,7 +86,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="offer only this local address for media (repeatable; default: "
                         "127.0.0.1 when the call is on loopback, else every interface)")
     parser.add_argument("--jitter-ms", type=float, default=50.0, metavar="MS",
-                        help="playout delay of the peer's landmarks (default 50 ms)")
+                        help="playout delay of the peer's landmarks (default 50 ms; more "
+                        "when its packets or its voice need it)")
+    parser.add_argument("--landmark-step", type=float, default=3.0, metavar="PX",
+                        help="quantiser step of your landmarks, in pixels of a 256 px crop "
+                        "(0.02 to 3.98; default 3, chosen by measurement: see README)")
+    parser.add_argument("--frames-per-packet", type=int, default=6, metavar="N",
+                        help="frames of your landmarks in one packet, 1 to 15 (default 6: "
+                        "fewer bytes on the wire, 33 ms more delay per extra frame)")
     parser.add_argument("--peer-timeout", type=float, default=5.0, metavar="SECONDS",
                         help="end the call when the peer is silent this long (default: 5 s)")
     parser.add_argument("--inject-loss", type=float, default=0.0, metavar="P",

@@ -40,6 +40,7 @@ from vcam.net.media import (
     SendSettings,
     check_outputs,
 )
+from vcam.net.packing import CodecSettings, PackingSettings
 from vcam.net.playout import PeerAvatar, Renderer, RendererFactory
 from vcam.net.report import CallReport
 from vcam.net.send import FaultSettings
@@ -74,6 +75,8 @@ def call_settings(args: argparse.Namespace) -> CallSettings:
     try:
         return CallSettings(
             jitter=JitterSettings(target_delay_ms=args.jitter_ms),
+            codec=CodecSettings(step_px=args.landmark_step),
+            packing=PackingSettings(frames_per_packet=args.frames_per_packet),
             exchange=ExchangeSettings(max_bytes=max_avatar_bytes(args.max_avatar_mb),
                                       keep=args.keep),
             faults=FaultSettings(args.inject_loss, args.inject_reorder, args.inject_seed),
