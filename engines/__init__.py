@@ -12,5 +12,5 @@
 * :mod:`engines.cache`: TensorRT engines keyed by model, TensorRT version, GPU and precision.
 * :mod:`engines.benchmark`, :mod:`engines.metrics`: INT8 vs FP32 and backend latency, PSNR.
 
-This package never imports ``vcam`` (see DESIGN.md); it may import ``calibration``.
+This package never imports ``vcam`` (see ../shared/docs/DESIGN.md); it may import ``calibration``.
 """

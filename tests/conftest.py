@@ -1,17 +1,27 @@
-"""Shared fixtures: the astronaut photo, one dlib detector per session, the shared corpus."""
+"""Shared fixtures and helpers: the astronaut photo and its face, one dlib detector per
+session, the shared corpus, tiny datasets and models, fast training settings, and a virtual
+camera device that records what it is sent (registered through pyvirtualcam's own backend
+registry)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
+import pyvirtualcam
 
 from vcam.data.synthetic import astronaut
+from vcam.landmarks.align import crop_face, crop_transform_for
 from vcam.landmarks.detector import create_detector
+from vcam.models.losses import LossWeights
+from vcam.models.vgg import find_default_vgg_weights
 from vcam.shared import shared_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
+VIRTUALCAM_BACKEND = "vcam-test-recorder"
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +32,14 @@ def astronaut_image() -> np.ndarray:
 @pytest.fixture(scope="session")
 def dlib_detector():
     return create_detector("dlib")
+
+
+@pytest.fixture(scope="session")
+def face(astronaut_image, dlib_detector) -> tuple[np.ndarray, np.ndarray]:
+    """The astronaut's 256 px face crop and its landmarks in crop coordinates."""
+    points = dlib_detector.detect(astronaut_image)[0].points
+    transform = crop_transform_for(points, size=256)
+    return crop_face(astronaut_image, transform), transform.to_crop(points)
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +99,62 @@ def write_rgb(path: Path, image: np.ndarray) -> Path:
 
     cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     return path
+
+
+def vgg_path() -> str | None:
+    found = find_default_vgg_weights()
+    return str(found) if found else None
+
+
+def fast_settings(**changes):
+    """Tiny-model training settings: high learning rates, no identity network (speed)."""
+    from vcam.train.meta import MetaSettings
+
+    values = dict(shots=2, batch=2, steps=6, lr_generator=2e-3, lr_discriminator=2e-3,
+                  identity_loss=False, vgg_weights=vgg_path(), checkpoint_every=3,
+                  sample_every=1000, log_every=1, loader_workers=0,
+                  losses=LossWeights(pixel=0.0 if vgg_path() else 1.0))
+    values.update(changes)
+    return MetaSettings(**values)
+
+
+class RecordingVirtualCamera:
+    """A virtual camera device for pyvirtualcam's backend registry (keyword arguments as
+    pyvirtualcam.Camera passes them); it records every frame it is sent (flat, as
+    pyvirtualcam hands them on) and when."""
+
+    instances: ClassVar[list[RecordingVirtualCamera]] = []
+
+    def __init__(self, *, width: int, height: int, fps: float, fourcc: int,
+                 device: str | None, **extra) -> None:
+        self.width, self.height, self.fps, self.fourcc = width, height, fps, fourcc
+        self.frames: list[np.ndarray] = []
+        self.times: list[float] = []
+        self.closed = False
+        RecordingVirtualCamera.instances.append(self)
+
+    def device(self) -> str:
+        return "/dev/video-test"
+
+    def native_fourcc(self) -> int:
+        return self.fourcc
+
+    def send(self, frame: np.ndarray) -> None:
+        self.times.append(time.perf_counter())
+        self.frames.append(frame.copy())
+
+    @property
+    def last(self) -> np.ndarray:
+        return self.frames[-1]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def recording_virtualcam():
+    """The devices opened through pyvirtualcam's ``VIRTUALCAM_BACKEND`` during the test."""
+    RecordingVirtualCamera.instances.clear()
+    pyvirtualcam.register_backend(VIRTUALCAM_BACKEND, RecordingVirtualCamera)
+    yield RecordingVirtualCamera.instances
+    pyvirtualcam.camera.BACKENDS.pop(VIRTUALCAM_BACKEND, None)

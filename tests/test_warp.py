@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vcam.landmarks.align import crop_face, crop_transform_for
 from vcam.warp import (
     PiecewiseAffineWarp,
     border_points,
@@ -24,14 +23,6 @@ SIZE = 256
 # the triangles around it so unevenly that a dot's centroid drifts by more than a pixel from
 # the landmark's image; test_every_landmark_samples_its_source_landmark covers all 68.)
 ROOMY_LANDMARKS = (0, 8, 16, 48)
-
-
-@pytest.fixture(scope="module")
-def face(astronaut_image, dlib_detector) -> tuple[np.ndarray, np.ndarray]:
-    """The astronaut's 256 px face crop and its landmarks in crop coordinates."""
-    points = dlib_detector.detect(astronaut_image)[0].points
-    transform = crop_transform_for(points, size=SIZE)
-    return crop_face(astronaut_image, transform), transform.to_crop(points)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import pytest
 
+from tests.conftest import write_rgb
 from vcam.avatar import load_avatar, save_avatar
 from vcam.commands.options import RETARGET_CHOICES, parse_size
 from vcam.commands.run import add_arguments, run
@@ -19,11 +20,6 @@ from vcam.models.store import load_models
 from vcam.runtime.retarget import RETARGET_MODES
 from vcam.runtime.session import settings_from_args
 from vcam.train.finetune import FineTuneSettings
-
-
-def write_rgb(path: Path, image) -> Path:
-    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    return path
 
 
 @pytest.fixture(scope="module")

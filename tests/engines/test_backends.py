@@ -19,7 +19,6 @@ from engines.backend import (
 from engines.export import torch_to_onnx
 from engines.onnxruntime_backend import choose_providers
 from vcam.landmarks.raster import rasterise
-from vcam.models import Generator, PersonalisedGenerator, get_config
 
 SIZE = 64
 FP32_PARITY = 1e-3
@@ -31,14 +30,6 @@ def tensorrt_could_run() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
-
-
-@pytest.fixture(scope="module")
-def generator() -> torch.nn.Module:
-    torch.manual_seed(0)
-    network = Generator(get_config("tiny"))
-    psi = torch.randn(1, network.adain_param_count) * 0.1
-    return PersonalisedGenerator(network, psi).deployable()
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,9 @@ from engines.export import (
 from engines.metrics import psnr
 from engines.onnx_model import model_precision
 from vcam.landmarks.raster import rasterise
-from vcam.models import Generator, PersonalisedGenerator, get_config
 
 SIZE = 64
 INT8_PSNR_FLOOR_DB = 28.0  # the int8 export tolerance, asserted below
-
-
-@pytest.fixture(scope="module")
-def generator() -> nn.Module:
-    torch.manual_seed(0)
-    network = Generator(get_config("tiny"))
-    psi = torch.randn(1, network.adain_param_count) * 0.1
-    return PersonalisedGenerator(network, psi).deployable()
 
 
 def landmark_set(count: int, seed: int) -> np.ndarray:

@@ -20,7 +20,6 @@ from engines.metrics import psnr
 from engines.onnx_model import file_sha256
 from engines.tensorrt_backend import TensorRTBackend, calibration_digest, engine_key
 from vcam.landmarks.raster import rasterise
-from vcam.models import Generator, PersonalisedGenerator, get_config
 
 SIZE = 64
 
@@ -39,14 +38,6 @@ needs_tensorrt = pytest.mark.skipif(not tensorrt_could_run(), reason="needs Tens
 def landmark_set(count: int, seed: int) -> np.ndarray:
     spec = CalibrationSetSpec(size=SIZE, count=count, seed=seed)
     return build_calibration_set(neutral_face(SIZE), rasterise, spec)
-
-
-@pytest.fixture(scope="module")
-def generator() -> torch.nn.Module:
-    torch.manual_seed(0)
-    network = Generator(get_config("tiny"))
-    psi = torch.randn(1, network.adain_param_count) * 0.1
-    return PersonalisedGenerator(network, psi).deployable()
 
 
 @pytest.fixture(scope="module")

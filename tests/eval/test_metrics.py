@@ -19,17 +19,8 @@ from vcam.eval.metrics import (
     ssim,
     temporal_flicker,
 )
-from vcam.landmarks.align import crop_face, crop_transform_for
 
 SIZE = 256
-
-
-@pytest.fixture(scope="module")
-def face(astronaut_image, dlib_detector) -> tuple[np.ndarray, np.ndarray]:
-    """The astronaut's 256 px face crop and its landmarks in crop coordinates."""
-    points = dlib_detector.detect(astronaut_image)[0].points
-    transform = crop_transform_for(points, size=SIZE)
-    return crop_face(astronaut_image, transform), transform.to_crop(points)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ SIZE = 256
 
 
 @pytest.fixture(scope="module")
-def face() -> np.ndarray:
+def neutral() -> np.ndarray:
     return neutral_face(SIZE).astype(np.float64)
 
 
@@ -41,60 +41,60 @@ def similar(points: np.ndarray, degrees: float, scale: float, shift: tuple) -> n
     return scale * points @ rotation.T + np.array(shift)
 
 
-def test_the_neutral_face_is_small_motion_against_itself(face):
-    assert mouth_opening(face) < OPEN_MOUTH_THRESHOLD
-    assert pose_change(face, face[None]) == pytest.approx(0.0, abs=1e-9)
-    assert motion_label(face, face[None]) == SMALL_MOTION
+def test_the_neutral_face_is_small_motion_against_itself(neutral):
+    assert mouth_opening(neutral) < OPEN_MOUTH_THRESHOLD
+    assert pose_change(neutral, neutral[None]) == pytest.approx(0.0, abs=1e-9)
+    assert motion_label(neutral, neutral[None]) == SMALL_MOTION
 
 
-def test_rotating_scaling_and_shifting_in_the_image_plane_is_small_motion(face):
-    moved = similar(face, 25.0, 0.8, (30.0, -12.0))
-    assert pose_change(moved, face[None]) == pytest.approx(0.0, abs=1e-6)
-    assert motion_label(moved, face[None]) == SMALL_MOTION
-    rolled = apply_pose(face, HeadPose(roll=15, scale=1.1, shift_x=0.05), SIZE)
-    assert motion_label(rolled, face[None]) == SMALL_MOTION
+def test_rotating_scaling_and_shifting_in_the_image_plane_is_small_motion(neutral):
+    moved = similar(neutral, 25.0, 0.8, (30.0, -12.0))
+    assert pose_change(moved, neutral[None]) == pytest.approx(0.0, abs=1e-6)
+    assert motion_label(moved, neutral[None]) == SMALL_MOTION
+    rolled = apply_pose(neutral, HeadPose(roll=15, scale=1.1, shift_x=0.05), SIZE)
+    assert motion_label(rolled, neutral[None]) == SMALL_MOTION
 
 
-def test_procrustes_never_reflects(face):
-    mirrored = face * np.array([-1.0, 1.0])
-    assert procrustes_residual(mirrored[:48], face[:48]) > 1.0
+def test_procrustes_never_reflects(neutral):
+    mirrored = neutral * np.array([-1.0, 1.0])
+    assert procrustes_residual(mirrored[:48], neutral[:48]) > 1.0
 
 
-def test_opening_the_mouth_is_open_mouth(face):
-    opened = with_open_mouth(face, OPEN_MOUTH_THRESHOLD + 0.1)
-    assert mouth_opening(opened) == pytest.approx(mouth_opening(face) + 0.1
+def test_opening_the_mouth_is_open_mouth(neutral):
+    opened = with_open_mouth(neutral, OPEN_MOUTH_THRESHOLD + 0.1)
+    assert mouth_opening(opened) == pytest.approx(mouth_opening(neutral) + 0.1
                                                   + OPEN_MOUTH_THRESHOLD)
-    assert motion_label(opened, face[None]) == OPEN_MOUTH
-    assert motion_label(with_open_mouth(face, 0.02), face[None]) == SMALL_MOTION
+    assert motion_label(opened, neutral[None]) == OPEN_MOUTH
+    assert motion_label(with_open_mouth(neutral, 0.02), neutral[None]) == SMALL_MOTION
 
 
-def test_an_open_jaw_is_not_mistaken_for_a_pose_change(face):
-    opened = apply_expression(face, Expression(mouth_open=1.0))
-    assert motion_label(opened, face[None]) == OPEN_MOUTH
+def test_an_open_jaw_is_not_mistaken_for_a_pose_change(neutral):
+    opened = apply_expression(neutral, Expression(mouth_open=1.0))
+    assert motion_label(opened, neutral[None]) == OPEN_MOUTH
 
 
 @pytest.mark.parametrize("pose", [HeadPose(yaw=30), HeadPose(yaw=-25), HeadPose(pitch=25)])
-def test_turning_the_head_is_large_pose(face, pose):
-    turned = apply_pose(face, pose, SIZE)
-    assert pose_change(turned, face[None]) > LARGE_POSE_THRESHOLD
-    assert motion_label(turned, face[None]) == LARGE_POSE
-    assert motion_label(with_open_mouth(turned, 0.3), face[None]) == LARGE_POSE
+def test_turning_the_head_is_large_pose(neutral, pose):
+    turned = apply_pose(neutral, pose, SIZE)
+    assert pose_change(turned, neutral[None]) > LARGE_POSE_THRESHOLD
+    assert motion_label(turned, neutral[None]) == LARGE_POSE
+    assert motion_label(with_open_mouth(turned, 0.3), neutral[None]) == LARGE_POSE
 
 
-def test_a_different_face_shape_is_large_pose(face):
-    wider = face.copy()
-    wider[:17, 0] = face[:17, 0].mean() + 1.5 * (face[:17, 0] - face[:17, 0].mean())
-    assert motion_label(wider, face[None]) == LARGE_POSE
+def test_a_different_face_shape_is_large_pose(neutral):
+    wider = neutral.copy()
+    wider[:17, 0] = neutral[:17, 0].mean() + 1.5 * (neutral[:17, 0] - neutral[:17, 0].mean())
+    assert motion_label(wider, neutral[None]) == LARGE_POSE
 
 
-def test_the_closest_enrollment_frame_decides(face):
-    turned = apply_pose(face, HeadPose(yaw=30), SIZE)
-    enrollment = np.stack([face, similar(turned, 10.0, 1.2, (5.0, 5.0))])
+def test_the_closest_enrollment_frame_decides(neutral):
+    turned = apply_pose(neutral, HeadPose(yaw=30), SIZE)
+    enrollment = np.stack([neutral, similar(turned, 10.0, 1.2, (5.0, 5.0))])
     assert pose_change(turned, enrollment) == pytest.approx(0.0, abs=1e-6)
-    assert motion_labels([turned, face], enrollment) == [SMALL_MOTION, SMALL_MOTION]
-    assert motion_labels([turned], face[None]) == [LARGE_POSE]
+    assert motion_labels([turned, neutral], enrollment) == [SMALL_MOTION, SMALL_MOTION]
+    assert motion_labels([turned], neutral[None]) == [LARGE_POSE]
 
 
-def test_landmarks_of_the_wrong_shape_are_refused(face):
+def test_landmarks_of_the_wrong_shape_are_refused(neutral):
     with pytest.raises(ValueError, match="68, 2"):
-        motion_label(face[:60], face[None])
+        motion_label(neutral[:60], neutral[None])

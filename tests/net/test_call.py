@@ -24,7 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.net.conftest import VIRTUALCAM_BACKEND, video_facts
+from tests.conftest import VIRTUALCAM_BACKEND
+from tests.net.conftest import video_facts
 from vcam.avatar import load_avatar
 from vcam.data.synthetic import moving_face_frames, write_video
 from vcam.landmarks.shape_basis import synthetic_shape_basis
@@ -501,7 +502,8 @@ def test_two_way_call_between_two_processes_with_loss_injected_one_way(
     (camera,) = recording_virtualcam
     assert (camera.width, camera.height, camera.fps) == (WIDTH, HEIGHT, CLIP_FPS)
     assert len(camera.frames) >= joined.playout["output"] and camera.closed
-    assert set(camera.frames) == {(WIDTH * HEIGHT * 3, np.dtype(np.uint8))}
+    assert {(frame.size, frame.dtype) for frame in camera.frames} == {
+        (WIDTH * HEIGHT * 3, np.dtype(np.uint8))}
     # B kept A's avatar (and may cache its compiled model); A kept nothing of B's.
     assert (vcam_home / "avatars" / "astro.avatar.safetensors").exists()
     assert list((vcam_home / "compiled").glob("*/generator-fp32.onnx"))

@@ -24,7 +24,7 @@ def test_pipeline_bench_reports_throughput_latency_and_stage_times():
 
 
 def test_pipeline_bench_runs_a_given_warp_guided_model(tiny_dataset, tmp_path):
-    from tests.train.test_meta import fast_settings
+    from tests.conftest import fast_settings
     from vcam.models.config import get_config
     from vcam.train.run import run_meta_training
 

@@ -10,7 +10,6 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 import pyvirtualcam
 from pyvirtualcam.util import encode_fourcc
 
+from tests.conftest import VIRTUALCAM_BACKEND
 from vcam.avatar import load_avatar, save_avatar
 from vcam.data.synthetic import astronaut, moving_face_frames, write_video
 from vcam.enroll import Photo, enroll
@@ -36,7 +36,6 @@ from vcam.train.finetune import FineTuneSettings
 
 WIDTH, HEIGHT = 320, 240
 RED = (200, 30, 10)
-TEST_BACKEND = "vcam-test-recorder"
 
 
 @pytest.fixture(scope="module")
@@ -123,55 +122,19 @@ def test_face_lost_is_held_eased_to_neutral_and_recovered(library, tmp_path, dli
     assert states.get("tracking", 0) >= 18
 
 
-class RecordingVirtualCamera:
-    """A virtual camera device for pyvirtualcam's backend registry (keyword arguments as
-    pyvirtualcam.Camera passes them); it records what it is sent and when."""
-
-    instances: ClassVar[list[RecordingVirtualCamera]] = []
-
-    def __init__(self, *, width: int, height: int, fps: float, fourcc: int,
-                 device: str | None, **extra) -> None:
-        self.width, self.height, self.fps, self.fourcc = width, height, fps, fourcc
-        self.frames: list[np.ndarray] = []
-        self.times: list[float] = []
-        self.closed = False
-        RecordingVirtualCamera.instances.append(self)
-
-    def device(self) -> str:
-        return "/dev/video-test"
-
-    def native_fourcc(self) -> int:
-        return self.fourcc
-
-    def send(self, frame: np.ndarray) -> None:
-        self.times.append(time.perf_counter())
-        self.frames.append(frame.copy())
-
-    def close(self) -> None:
-        self.closed = True
-
-
-@pytest.fixture
-def recording_backend():
-    RecordingVirtualCamera.instances.clear()
-    pyvirtualcam.register_backend(TEST_BACKEND, RecordingVirtualCamera)
-    yield RecordingVirtualCamera.instances
-    pyvirtualcam.camera.BACKENDS.pop(TEST_BACKEND, None)
-
-
 def test_virtual_camera_gets_rgb_frames_of_the_right_size_at_the_right_pace(
-        library, recording_backend):
+        library, recording_virtualcam):
     fps = 30.0
     demo = DemoSource(DemoAnimation(library.avatar(0).neutral_landmarks, library.crop_size(0)),
                       fps)
-    sink = VirtualCameraSink(WIDTH, HEIGHT, fps, backend=TEST_BACKEND)
+    sink = VirtualCameraSink(WIDTH, HEIGHT, fps, backend=VIRTUALCAM_BACKEND)
     summary = Pipeline(demo, library, [sink], settings(fps=fps, max_frames=24),
                        driver_neutral=library.avatar(0).neutral_landmarks).run()
     # Live input: a frame that arrives between two ticks of the camera replaces the one
     # before it; every frame is either sent or counted as dropped.
     assert summary.frames_output + summary.dropped == summary.frames_captured == 24
     assert summary.frames_output >= 12
-    (camera,) = recording_backend
+    (camera,) = recording_virtualcam
     assert (camera.width, camera.height, camera.fps) == (WIDTH, HEIGHT, fps)
     assert camera.fourcc == encode_fourcc(pyvirtualcam.PixelFormat.RGB.value)
     assert camera.closed

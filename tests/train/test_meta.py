@@ -4,30 +4,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests.conftest import REPO
+from tests.conftest import fast_settings
 from vcam.errors import UserError
 from vcam.models.config import get_config
-from vcam.models.losses import LossWeights
-from vcam.models.vgg import find_default_vgg_weights
 from vcam.train.checkpoint import latest_checkpoint
-from vcam.train.meta import MetaSettings
 from vcam.train.run import run_meta_training
-
-
-def vgg_path() -> str | None:
-    candidate = REPO.parent / "shared" / "weights" / "vgg19_normalised_to_relu3_1.pth"
-    found = candidate if candidate.is_file() else find_default_vgg_weights()
-    return str(found) if found else None
-
-
-def fast_settings(**changes) -> MetaSettings:
-    """Tiny-model settings: high learning rates, no identity network (speed)."""
-    values = dict(shots=2, batch=2, steps=6, lr_generator=2e-3, lr_discriminator=2e-3,
-                  identity_loss=False, vgg_weights=vgg_path(), checkpoint_every=3,
-                  sample_every=1000, log_every=1, loader_workers=0,
-                  losses=LossWeights(pixel=0.0 if vgg_path() else 1.0))
-    values.update(changes)
-    return MetaSettings(**values)
 
 
 def test_tiny_run_lowers_the_l1_to_the_target(tiny_dataset, tmp_path):

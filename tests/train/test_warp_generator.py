@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tests.conftest import write_rgb
-from tests.train.test_meta import fast_settings
+from tests.conftest import fast_settings, write_rgb
 from vcam.avatar import load_avatar
 from vcam.cli import main
 from vcam.data.clips import open_dataset

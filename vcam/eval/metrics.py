@@ -1,7 +1,7 @@
 """Per-frame and per-clip metrics of self-reenactment, and their aggregation.
 
 Frames are RGB uint8 arrays (H, W, 3); landmarks are float (68, 2) pixel coordinates in iBUG
-300-W order. The protocol (docs/METHOD.md, "Evaluation protocol used by this project")
+300-W order. The protocol (../shared/docs/METHOD.md, "Evaluation protocol used by this project")
 compares every rendered frame with the real frame it re-enacts:
 
 * :func:`ssim`, :func:`psnr`: fidelity of the pixels (scikit-image's implementations);

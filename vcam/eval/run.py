@@ -1,4 +1,5 @@
-"""`vcam eval`: self-reenactment on held-out clips (METHOD.md, "Evaluation protocol").
+"""`vcam eval`: self-reenactment on held-out clips (../shared/docs/METHOD.md, "Evaluation
+protocol").
 
 For each clip and each K: enroll from the first K frames, render later frames from their
 landmarks, and compare with the real frames. Rows: ours feed-forward (``ff``), ours

@@ -1,4 +1,5 @@
-"""The losses of meta-learning and fine-tuning (METHOD.md), with settable weights.
+"""The losses of meta-learning and fine-tuning (../shared/docs/METHOD.md), with settable
+weights.
 
 - content: L1 between activations of the generated and the real frame in VGG19 (relu1_1 ..
   relu3_1 with the shared weights, relu1_1 .. relu5_1 with a full VGG19) and in dlib's

@@ -1,4 +1,4 @@
-"""Few-shot personalisation: the paper's fine-tuning stage (METHOD.md).
+"""Few-shot personalisation: the paper's fine-tuning stage (../shared/docs/METHOD.md).
 
 G' keeps G's weights and gets person-specific AdaIN coefficients ``psi'`` initialised to
 ``P e_new``; D' keeps D's trunk and bias with the projection vector ``w' = w0 + e_new``. Both

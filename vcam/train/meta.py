@@ -1,4 +1,5 @@
-"""One meta-learning step (METHOD.md, "Meta-learning: simulated K-shot episodes").
+"""One meta-learning step (../shared/docs/METHOD.md, "Meta-learning: simulated K-shot
+episodes").
 
 The trainer owns the three networks, their optimisers and the losses; it knows nothing of
 run folders, logging or checkpoints (see ``vcam.train.run``).
