@@ -404,8 +404,8 @@ def codec_report_lines(report: dict) -> list[str]:
         f"  smoothed like the live tracker: {smooth['kbit_per_s']:.2f} kbit/s, mean error "
         f"{smooth['mean_error_px']:.3f} px",
         f"  on the wire (a frame a packet): {stream['wire_kbit_per_s']:.2f} kbit/s",
-        f"landmarks as a call sends them: {sent['send_fps']:g} fps (played at "
-        f"{report['fps']:g} by interpolation), {sent['frames_per_packet']} frames a packet, "
+        f"landmarks as a call sends them: {sent['send_fps']:g} fps (played out at "
+        f"{report['fps']:g}), {sent['frames_per_packet']} frames a packet, "
         f"{sent['packets_per_s']:.1f} packets/s of {sent['mean_packet_bytes']:.1f} B, step "
         f"{sent['step_px']:.2f} px: {sent['kbit_per_s']:.2f} kbit/s payload, "
         f"{sent['wire_kbit_per_s']:.2f} kbit/s on the wire (SCTP, DTLS, UDP, IPv4)",

@@ -544,7 +544,7 @@ class CallSession:
                 "bad_reasons": decoder.bad_reasons, "errors": inbox.errors,
                 "peer_encoded": expected, "loss": loss_fraction(decoder.received, expected),
                 "normal": jitter.normal, "interpolated": jitter.interpolated,
-                "held": jitter.held, "late": jitter.late}
+                "held": jitter.held, "late": jitter.late, "delay_ms": inbox.jitter.delay_us / 1e3}
 
     def expected_packets(self, inbox: LandmarkInbox) -> int:
         """The peer's count from its bye, else the span of sequence numbers seen."""

@@ -17,9 +17,10 @@ landmarks; SSIM, mean and 5th percentile): every frame at 0.6 px 0.998 (0.996), 
 0.996 (0.992), 2 px 0.987 (0.971), 3 px 0.976 (0.944); 1 px of Gaussian landmark noise, the
 detector's own scatter, 0.977 (0.951). So at 3 px the coding costs the picture what the
 detector already does, and finer steps buy little; 3 px is also the finest step that keeps
-6 frames a packet under 8 kbit/s on the wire (3.8 kbit/s of payload, 7.7 on the wire; 2 px:
-9.0). Sending 15 fps, 3 a packet, interpolated, costs as much on the wire at 1.5 px but
-loses more (0.970, 0.853: interpolation misses fast motion), so every frame is sent.
+6 frames a packet under 8 kbit/s on the wire (on those identities with the shipped basis:
+3.8 kbit/s of payload, 7.7 on the wire; at 2 px 9.0). Sending 15 fps, 3 a packet,
+interpolated, costs as much on the wire at 1.5 px but loses more (0.970, 0.853:
+interpolation misses fast motion), so every frame is sent.
 
 The frames are coded as ``vcam.net.codec`` codes one (the same orthonormal shape basis,
 quantiser and range coder), one range-coded payload for the whole packet: the first frame's

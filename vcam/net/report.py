@@ -47,7 +47,8 @@ class CallReport:
                 f"received: {received['packets']} packets, {received['kbit_per_s']:.1f} "
                 f"kbit/s, {received['decoded']} decoded, loss {received['loss']:.1%}, "
                 f"{received['bad']} bad; concealed: {received['interpolated']} interpolated, "
-                f"{received['held']} held, {received['late']} late")
+                f"{received['held']} held, {received['late']} late; playout "
+                f"{received.get('delay_ms', 0):.0f} ms behind the peer")
         if playout:
             lines.append(f"rendered {playout['rendered']} of {playout['slots']} frame slots "
                          f"({playout['rendered_fraction']:.1%}), {playout['skipped']} skipped, "
