@@ -136,6 +136,27 @@ def test_the_audio_timeline_follows_the_landmark_clock_and_sets_the_delay():
     assert abs(due - (2_100_000 - 6_500 + 1_000_000 + sync.delay_us)) <= 1
 
 
+@pytest.mark.parametrize("wraps", [1, -1, 2])
+def test_the_audio_timeline_survives_a_sender_clock_past_the_packets_32_bits(wraps):
+    """Landmark packets carry capture times modulo 2**32 µs (a sender up over 71.6 min),
+    the audio clock all of it: the landmarks' offset then differs by whole wraps, and the
+    sound must still be due at the same place (not hours away)."""
+
+    class Jitter:
+        clock_offset_us, delay_ms, minimum_delay_us = 1_000_000 + wraps * 2**32, None, 0
+
+        def set_target_delay(self, milliseconds):
+            self.delay_ms = milliseconds
+
+    sync = AudioSync(50.0, Jitter())
+    origin = 5 * 2**32 + 2_000_000
+    sync.set_origin(origin)
+    arrival = origin + 100_000 + 1_000_000 + 110_000 + 6_500
+    due = sync.due_us(4800, arrival)
+    assert abs(due - (origin + 100_000 - 6_500 + 1_000_000 + sync.delay_us)) <= 1
+    assert sync.delay_us < 200_000
+
+
 def test_two_processes_send_each_other_sound_files_and_record_them(call_homes, avatars,
                                                                    vcam_home, tmp_path):
     """`vcam call serve` in a subprocess and this process joining, each sending a WAV as its

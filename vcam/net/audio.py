@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vcam.errors import UserError
+from vcam.net.codec import TIMESTAMP_MODULUS, unwrap_counter
 
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms, WebRTC's usual Opus frame
@@ -384,7 +385,10 @@ class AudioSync:
         own = arrival_us - sender_us
         self.own_offset_us = own if self.own_offset_us is None else min(self.own_offset_us, own)
         landmark_offset = self.jitter.clock_offset_us if self.jitter is not None else None
-        offset = landmark_offset if landmark_offset is not None else self.own_offset_us
+        # Landmark packets carry capture times modulo 2**32 µs (71.6 min of the sender's
+        # clock), the audio clock message all of it: the same offset, up to that modulus.
+        offset = (self.own_offset_us if landmark_offset is None else unwrap_counter(
+            landmark_offset % TIMESTAMP_MODULUS, self.own_offset_us, TIMESTAMP_MODULUS))
         self.lateness.append(arrival_us - (sender_us + offset))
         self.follow(max(self.lateness) + DELAY_MARGIN_US)
         due = sender_us + offset + self.delay_us

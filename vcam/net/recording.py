@@ -7,8 +7,10 @@ call's ``file:PATH.mp4`` sink: each video frame is stamped with its ``media_time
 monotonic time its landmarks were played out) and each voice frame with the time it was due
 (``play``, an audio output of :mod:`vcam.net.audio`), both relative to when the recording
 opened. Video is H.264 (libx264, variable frame rate), sound AAC 48 kHz mono; gaps in the
-voice (none sent, a lost packet) are silence, and at the end the sound is padded to the
-video's length. The file is written aside and renamed into place when it is complete.
+voice (none sent, a lost packet) are silence. Sound comes a playout delay before it is due
+and waits until then, as it would in a speaker, so the recording never runs ahead of the
+picture; at the end the sound is padded or cut to the video's length. The file is written
+aside and renamed into place when it is complete.
 """
 
 from __future__ import annotations
@@ -78,7 +80,10 @@ class CallRecording:
             if self.container is None:
                 return
             try:
-                self.pad_audio_to((self.last_video_ms + 1000 / self.fps) / 1000)
+                end = (self.last_video_ms + 1000 / self.fps) / 1000
+                self.pad_audio_to(end)  # a recording without pictures keeps all its sound
+                self.write_pending(final=True, limit=round(end * SAMPLE_RATE)
+                                   if self.frames_written else None)
                 self.flush()
                 self.container.close()
                 self.partial.replace(self.path)
@@ -120,18 +125,23 @@ class CallRecording:
             elif position < end:
                 samples = samples[end - position:]
             self.pending = np.concatenate([self.pending, samples.astype(np.int16)])
-            self.write_pending()
+            self.write_pending(limit=round((time.monotonic() - self.opened_at) * SAMPLE_RATE))
 
     def pad_audio_to(self, seconds: float) -> None:
         missing = round(seconds * SAMPLE_RATE) - self.audio_written - len(self.pending)
         if missing > 0:
             self.pending = np.concatenate([self.pending, np.zeros(missing, np.int16)])
-        self.write_pending(final=True)
 
-    def write_pending(self, final: bool = False) -> None:
+    def write_pending(self, final: bool = False, limit: int | None = None) -> None:
+        """Encode the pending sound in AAC frames up to sample ``limit`` (all without
+        one); ``final``: cut what lies past ``limit`` and write the last partial frame."""
         import av
 
+        if final and limit is not None:
+            self.pending = self.pending[:max(0, limit - self.audio_written)]
         while len(self.pending) >= AAC_FRAME or (final and len(self.pending)):
+            if not final and limit is not None and self.audio_written + AAC_FRAME > limit:
+                break
             chunk, self.pending = self.pending[:AAC_FRAME], self.pending[AAC_FRAME:]
             frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16",
                                                layout="mono")
