@@ -174,6 +174,26 @@ def test_the_jitter_buffer_interpolates_every_rendered_frame_of_packed_frames(ba
     assert kinds[10:].count(PlayoutKind.NORMAL) == len(kinds) - 10, kinds
 
 
+def test_a_lost_packet_of_six_frames_is_interpolated_across(basis):
+    """Without packing a gap of 6 frames is held; a lost packet of 6 is concealed."""
+    landmarks, times = face_sequence(90, seed=9), capture_times(90)
+    _, packets = packed(basis, landmarks, times, PackingSettings())
+    decoder = PackedDecoder(basis, CROP)
+    jitter = JitterBuffer(JitterSettings(), clock=lambda: 0)
+    for index, packet in enumerate(packets):
+        frames = decoder.decode_frames(packet)
+        jitter.cover_packet(frames)
+        if index != 7:  # frames 42-47 lost
+            for frame in frames:
+                jitter.push(frame, frame.capture_us + 1000)
+    kinds = {}
+    for index in range(36, 60):
+        playout = jitter.frame_at(times[index] + 1000 + jitter.delay_us)
+        kinds[index] = playout.kind
+    assert [kinds[index] for index in range(42, 48)] == [PlayoutKind.INTERPOLATED] * 6
+    assert kinds[40] is kinds[50] is PlayoutKind.NORMAL
+
+
 def test_the_audio_delay_follows_the_packets_need():
     """Lip sync: the sound waits as long as the landmarks must."""
 

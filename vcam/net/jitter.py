@@ -15,7 +15,8 @@ a lock makes ``push`` and ``frame_at`` safe to call from different threads.
 
 Frames that come several to a packet (``vcam.net.packing``) arrive up to a packet interval
 after the fastest one: ``cover_packet`` raises the delay to at least that interval (plus a
-margin), so playout always holds the frame after the one it shows and interpolates.
+margin), so playout always holds the frame after the one it shows and interpolates; and a
+whole lost packet is interpolated across like a few lost frames.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class JitterBuffer:
         self.lock = threading.Lock()
         self.target_delay_us = round(self.settings.target_delay_ms * 1000)
         self.packet_spans: deque[int] = deque(maxlen=PACKET_WINDOW)
+        self.packet_frames: deque[int] = deque(maxlen=PACKET_WINDOW)
         self.counts: Counter[str] = Counter()
         self.reset()
 
@@ -152,6 +154,7 @@ class JitterBuffer:
         span = frames[-1].capture_us - frames[0].capture_us
         with self.lock:
             self.packet_spans.append(round(span * len(frames) / (len(frames) - 1)))
+            self.packet_frames.append(len(frames))
 
     @property
     def clock_offset_us(self) -> int | None:
@@ -242,8 +245,11 @@ class JitterBuffer:
         after = self.frames[index]
         missing = after.sequence - before.sequence - 1
         span = after.capture_us - before.capture_us
-        too_long = (missing > self.settings.max_missing_frames
-                    or span > self.settings.max_gap_ms * 1000)
+        # A lost packet of several frames is concealed like a few lost frames.
+        packet = (max(self.packet_frames), max(self.packet_spans) * 2) if self.packet_frames \
+            else (0, 0)
+        too_long = (missing > max(self.settings.max_missing_frames, packet[0])
+                    or span > max(self.settings.max_gap_ms * 1000, packet[1]))
         if too_long or span <= 0:
             return Playout(before.landmarks, target, PlayoutKind.HELD, before.sequence, missing)
         weight = (target - before.capture_us) / span
