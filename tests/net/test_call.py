@@ -258,7 +258,7 @@ def test_a_peer_with_another_protocol_or_basis_is_refused_clearly(astro_side):
 
     assert "--shape-basis" in asyncio.run(check(shape_basis="0" * 64))
     assert "update one side" in asyncio.run(check(version=2))
-    assert "update one side" in asyncio.run(check(codec=0xA2))
+    assert "update one side" in asyncio.run(check(codec=0xA1))
 
 
 def answers_to_hello(receiver: LocalSide, hello, timeout: float = 20.0) -> list[str]:
@@ -491,7 +491,8 @@ def call_homes(avatars, tmp_path_factory) -> dict[str, Path]:
 def serve_process(args: list[str], home: Path, temporary: Path | None = None
                   ) -> tuple[Peer, dict]:
     """`vcam call serve` in a subprocess, and the join details it printed."""
-    serve = Peer(["serve", "--port", "0", "--avatar", "astro", "--json", *args], home,
+    voice = [] if "--audio-input" in args else ["--audio-input", "none"]
+    serve = Peer(["serve", "--port", "0", "--avatar", "astro", "--json", *voice, *args], home,
                  temporary)
     serve.process.stdin.close()
     try:
@@ -570,7 +571,8 @@ def test_two_way_call_between_two_processes_with_loss_injected_one_way(
 def test_a_peer_that_vanishes_ends_the_call_cleanly(call_homes, tmp_path):
     """Two processes; the serving one is killed mid-call; the joining one must end the call
     by itself within a few seconds, with exit code 0 and its report."""
-    join = Peer(["join", "--avatar", "bob", "--json", "--input", "demo", "--share-avatar",
+    join = Peer(["join", "--avatar", "bob", "--json", "--audio-input", "none", "--input",
+                 "demo", "--share-avatar",
                  "--max-seconds", "120", "--peer-timeout", "3",
                  "--sink", f"file:{tmp_path / 'b.mp4'}"],
                 call_homes["b"])  # starts now, reads the URL and token from its stdin

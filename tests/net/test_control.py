@@ -23,7 +23,6 @@ from vcam.net.avatar_exchange import (
     load_received,
     local_copy,
 )
-from vcam.net.codec import Encoder
 from vcam.net.control import (
     CHUNK_BYTES,
     MAX_CONTROL_BYTES,
@@ -43,6 +42,7 @@ from vcam.net.control import (
     parse_message,
 )
 from vcam.net.jitter import JitterSettings
+from vcam.net.packing import PackedEncoder, PackingSettings
 from vcam.net.playout import LandmarkInbox
 from vcam.train.finetune import FineTuneSettings
 
@@ -269,11 +269,13 @@ def basis():
 
 @pytest.fixture(scope="module")
 def packets(basis):
-    encoder = Encoder(basis, 64)
+    encoder = PackedEncoder(basis, 64, packing=PackingSettings(30.0, 3))
     rng = np.random.default_rng(1)
     face = rng.uniform(10, 54, (68, 2))
-    return [encoder.encode(face + rng.normal(0, 0.5, face.shape), 40_000 * index)
-            for index in range(12)]
+    packets = [packet for index in range(13)
+               for packet in encoder.encode(face + rng.normal(0, 0.5, face.shape),
+                                            40_000 * index)]
+    return [*packets, encoder.flush()]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

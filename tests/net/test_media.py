@@ -448,7 +448,8 @@ def test_bad_options_are_one_line_errors_before_any_network(avatars, tmp_path, m
     monkeypatch.setenv("VCAM_HOME", str(tmp_path / "home"))
     (tmp_path / "room.png").write_text("not a picture")
     options = [option.replace("{tmp}", str(tmp_path)) for option in options]
-    code = main(["call", "serve", "--port", "0", "--avatar", str(avatars["astro"]),
+    code = main(["call", "serve", "--port", "0", "--audio-input", "none",
+                 "--avatar", str(avatars["astro"]),
                  "--input", "demo", "--sink", f"file:{tmp_path / 'peer.mp4'}", *options])
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
@@ -463,7 +464,8 @@ def test_inputs_a_call_cannot_use_are_refused_before_any_network(avatars, clip, 
     for options, message in ((["--input", str(fast)], "240 frames/s"),
                              (["--input", str(clip), "--landmarks", "face-alignment"],
                               "face-alignment weights not found")):
-        code = main(["call", "serve", "--port", "0", "--avatar", str(avatars["astro"]),
+        code = main(["call", "serve", "--port", "0", "--audio-input", "none",
+                 "--avatar", str(avatars["astro"]),
                      "--sink", f"file:{tmp_path / 'peer.mp4'}", *options])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and message in err, err
@@ -474,7 +476,8 @@ def test_a_call_nobody_joined_releases_its_input(avatars, tmp_path, monkeypatch,
     monkeypatch.setattr(CapturedLandmarks, "close",
                         lambda self: closed.append(self.spec) or close(self))
     monkeypatch.setenv("VCAM_HOME", str(tmp_path / "home"))
-    code = main(["call", "serve", "--port", "0", "--avatar", str(avatars["astro"]),
+    code = main(["call", "serve", "--port", "0", "--audio-input", "none",
+                 "--avatar", str(avatars["astro"]),
                  "--input", "demo", "--wait-seconds", "0.2",
                  "--sink", f"file:{tmp_path / 'peer.mp4'}"])
     assert code == 0 and "nobody joined" in capsys.readouterr().err
@@ -484,6 +487,7 @@ def test_a_call_nobody_joined_releases_its_input(avatars, tmp_path, monkeypatch,
 def test_the_default_sink_is_a_window(avatars, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    assert main(["call", "serve", "--port", "0", "--avatar", str(avatars["astro"]),
+    assert main(["call", "serve", "--port", "0", "--audio-input", "none",
+                 "--avatar", str(avatars["astro"]),
                  "--input", "demo"]) == 2
     assert "--sink window needs a desktop display" in capsys.readouterr().err

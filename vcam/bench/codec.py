@@ -7,6 +7,15 @@ pixels of a 256 px crop. The same crops (at 256 x 256) are encoded with libx264 
 preset veryfast) at 30 fps for comparison. Also reported: the error of the shape basis
 alone by component count, a rate/error curve over quantiser steps, the stream of landmarks
 smoothed as the live tracker smooths them, and what zlib and lzma make of the payloads.
+
+On the wire (``vcam.net.wire``'s per-packet sizes): the landmark stream as a call sends it
+(``vcam.net.packing``: frames at the send rate, several a packet, played out at 30 fps by
+interpolation; its error is that of the played-out landmarks against every original frame)
+in data-channel messages with their SCTP, DTLS, UDP and IPv4 headers, and the SCTP
+acknowledgements they cause coming back (aiortc's: a 93 B packet each; with
+``vcam.net.acknowledgements``: a 16 B chunk bundled with the other side's data); H.264 in
+RTP packets with their SRTP, UDP and IPv4 headers; and the whole call (voice and landmarks)
+beside a typical video call's rate.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from vcam.data.clips import Clip
 from vcam.errors import UserError
 from vcam.landmarks.shape_basis import COORDINATES, ShapeBasis, fit_shape_basis
 from vcam.landmarks.tracker import OneEuroFilter, TrackerSettings
+from vcam.net.audio import FRAME_SAMPLES, SAMPLE_RATE, VOICE_BITRATE
 from vcam.net.codec import (
     CHECKSUM,
     HEADER,
@@ -35,8 +45,23 @@ from vcam.net.codec import (
     Decoder,
     Encoder,
 )
+from vcam.net.packing import PackedDecoder, PackedEncoder, PackingSettings
+from vcam.net.wire import (
+    SACK_BYTES,
+    SACK_CHUNK,
+    UDP_IPV4_BYTES,
+    data_channel_wire_bytes,
+    video_rtp_wire_bytes,
+    voice_wire_bytes,
+)
 
 REFERENCE_CROP = 256
+# A typical video call, for comparison: Zoom's published bandwidth for 1:1 video calls (its
+# system requirements: "600kbps (up/down) for high quality video, 1.2 Mbps (up/down) for
+# 720p HD video").
+TYPICAL_VIDEO_CALL_KBIT = {"high quality": 600.0, "720p HD": 1200.0}
+TYPICAL_VIDEO_CALL_SOURCE = ("Zoom's system requirements, bandwidth for 1:1 video calling "
+                             "(support.zoom.com)")
 BASIS_ERROR_COMPONENTS = (4, 8, 16, 32, 64, 136)
 LZMA_DICTIONARY_BYTES = 4096
 
@@ -49,6 +74,7 @@ class CodecBenchSettings:
     fit_fraction: float = 0.5
     components: int = 136
     codec: CodecSettings = field(default_factory=CodecSettings)
+    packing: PackingSettings = field(default_factory=PackingSettings)
     curve_steps_px: tuple[float, ...] = (0.3, 0.6, 1.0, 2.0, 3.0)
     h264_crf: int = 23
     h264_preset: str = "veryfast"
@@ -156,6 +182,68 @@ def code_stream(basis: ShapeBasis, clips: list[Clip], fps: float, settings: Code
     return tally
 
 
+def code_packed(basis: ShapeBasis, landmarks: np.ndarray, size: int, fps: float,
+                codec: CodecSettings, packing: PackingSettings | None
+                ) -> tuple[np.ndarray, list[int]]:
+    """A clip as a call sends it: the landmarks played out at every frame's capture time
+    (coded, decoded and interpolated linearly between the frames sent, as the receiver's
+    jitter buffer does; held past the last) and the sizes of the packets."""
+    encoder, decoder = PackedEncoder(basis, size, codec, packing), PackedDecoder(basis, size)
+    times = np.round(np.arange(len(landmarks)) * 1e6 / fps).astype(np.int64)
+    packets = [packet for points, capture_us in zip(landmarks, times.tolist())
+               for packet in encoder.encode(points, capture_us)]
+    if encoder.frames:
+        packets.append(encoder.flush())
+    frames = [frame for packet in packets for frame in decoder.decode_frames(packet)]
+    if len(frames) != encoder.kept:
+        raise RuntimeError("the landmark decoder refused a packet of its own encoder")
+    sent_times = np.array([frame.capture_us for frame in frames], dtype=np.float64)
+    sent = np.stack([frame.landmarks for frame in frames]).reshape(len(frames), -1)
+    shown = np.stack([np.interp(times, sent_times, column) for column in sent.T], axis=1)
+    return shown.reshape(landmarks.shape).astype(np.float32), [len(packet) for packet in packets]
+
+
+def packed_report(basis: ShapeBasis, clips: list[Clip], fps: float, codec: CodecSettings,
+                  packing: PackingSettings) -> dict:
+    """The landmark stream as a call sends it: payload and wire kbit/s, the SCTP
+    acknowledgements it causes the other way, and the error of what is played out."""
+    sizes: list[int] = []
+    errors: list[np.ndarray] = []
+    for clip in clips:
+        size = crop_size(clip)
+        shown, packet_sizes = code_packed(basis, clip.landmarks, size, fps, codec, packing)
+        sizes += packet_sizes
+        errors.append(np.linalg.norm(shown - clip.landmarks, axis=-1).mean(axis=-1)
+                      * REFERENCE_CROP / size)
+    seconds = sum(len(clip) for clip in clips) / fps
+    payload, packets, error = sum(sizes), len(sizes), np.concatenate(errors)
+    return {"send_fps": packing.send_fps, "frames_per_packet": packing.frames_per_packet,
+            "step_px": codec.step_code * STEP_UNIT * REFERENCE_CROP,
+            "packets_per_s": packets / seconds, "mean_packet_bytes": payload / packets,
+            "kbit_per_s": kbit(payload, seconds),
+            "wire_kbit_per_s": kbit(data_channel_wire_bytes(payload, packets), seconds),
+            "acks_wire_kbit_per_s": kbit(packets * (SACK_BYTES + UDP_IPV4_BYTES), seconds),
+            "acks_bundled_kbit_per_s": kbit(packets * SACK_CHUNK, seconds),
+            "mean_error_px": float(error.mean()), "p95_error_px": float(np.percentile(error, 95)),
+            "added_delay_ms": packing.playout_delay_ms(0.0) - 1000.0 / fps}
+
+
+def kbit(byte_count: float, seconds: float) -> float:
+    return 8 * byte_count / 1000 / seconds
+
+
+def whole_call(landmarks: dict) -> dict:
+    """One way of a call: the voice (Opus at its nominal rate in 20 ms RTP packets) and
+    the landmarks with the acknowledgements of the other side's (bundled), on the wire."""
+    packets = SAMPLE_RATE / FRAME_SAMPLES
+    voice_wire = kbit(voice_wire_bytes(VOICE_BITRATE / 8, packets), 1.0)
+    stream = landmarks["wire_kbit_per_s"] + landmarks["acks_bundled_kbit_per_s"]
+    return {"voice_kbit_per_s": VOICE_BITRATE / 1000, "voice_wire_kbit_per_s": voice_wire,
+            "landmarks_wire_kbit_per_s": stream, "wire_kbit_per_s": voice_wire + stream,
+            "typical_video_call_kbit_per_s": TYPICAL_VIDEO_CALL_KBIT,
+            "typical_source": TYPICAL_VIDEO_CALL_SOURCE}
+
+
 def kbit_per_second(byte_counts: list[int], fps: float) -> float:
     return 8 * sum(byte_counts) * fps / len(byte_counts) / 1000 if byte_counts else 0.0
 
@@ -218,9 +306,10 @@ def entropy_coder_comparison(tally: StreamTally) -> dict:
             "varint_lzma_raw": float(np.mean([len(raw_lzma(data)) for data in varints]))}
 
 
-def h264_kbit_per_second(clips: list[Clip], fps: float, crf: int, preset: str) -> float:
-    """libx264 of the clips' crops at 256 x 256 and ``fps``; one stream per clip."""
-    total_bytes = frames = 0
+def h264_frame_bytes(clips: list[Clip], fps: float, crf: int, preset: str) -> list[int]:
+    """libx264 of the clips' crops at 256 x 256 and ``fps``, one stream per clip: the size
+    of every encoded frame."""
+    sizes: list[int] = []
     for clip in clips:
         encoder = av.CodecContext.create("libx264", "w")
         encoder.width = encoder.height = REFERENCE_CROP
@@ -229,10 +318,9 @@ def h264_kbit_per_second(clips: list[Clip], fps: float, crf: int, preset: str) -
         encoder.framerate = Fraction(round(fps), 1)
         encoder.options = {"crf": str(crf), "preset": preset, "threads": "1"}
         for index in range(len(clip)):
-            total_bytes += sum(packet.size for packet in encoder.encode(crop_frame(clip, index)))
-            frames += 1
-        total_bytes += sum(packet.size for packet in encoder.encode(None))
-    return 8 * total_bytes * fps / frames / 1000
+            sizes += [packet.size for packet in encoder.encode(crop_frame(clip, index))]
+        sizes += [packet.size for packet in encoder.encode(None)]
+    return sizes
 
 
 def crop_frame(clip: Clip, index: int) -> av.VideoFrame:
@@ -274,25 +362,31 @@ def run_codec_bench(clips: list[Clip], fps: float = 30.0,
     basis = fit_basis(split.fit, settings.components)
     tally = code_stream(basis, split.evaluate, fps, settings.codec)
     landmarks = stream_report(tally, fps, settings.codec)
+    landmarks["wire_kbit_per_s"] = kbit(data_channel_wire_bytes(
+        sum(tally.packet_bytes), len(tally.packet_bytes)), len(tally.packet_bytes) / fps)
+    packed = packed_report(basis, split.evaluate, fps, settings.codec, settings.packing)
     smooth = code_stream(basis, split.evaluate, fps, settings.codec, smooth=True)
-    h264 = h264_kbit_per_second(split.evaluate, fps, settings.h264_crf, settings.h264_preset)
+    sizes = h264_frame_bytes(split.evaluate, fps, settings.h264_crf, settings.h264_preset)
+    seconds = sum(len(clip) for clip in split.evaluate) / fps
+    h264 = {"codec": "libx264", "crf": settings.h264_crf, "preset": settings.h264_preset,
+            "size": f"{REFERENCE_CROP}x{REFERENCE_CROP}", "kbit_per_s": kbit(sum(sizes), seconds),
+            "wire_kbit_per_s": kbit(sum(map(video_rtp_wire_bytes, sizes)), seconds)}
     return {"fps": fps, "crop_px": REFERENCE_CROP, "split": split_report(split),
             "basis": {"components": basis.count, "fitted_on_frames": basis.samples,
                       "error_px_by_components": basis_errors(basis, split.evaluate)},
-            "landmarks": landmarks,
+            "landmarks": landmarks, "landmarks_sent": packed,
             "landmarks_smoothed": stream_report(smooth, fps, settings.codec),
             "rate_curve": rate_curve(basis, split.evaluate, fps, settings),
             "entropy_coders_payload_bytes": entropy_coder_comparison(tally),
-            "h264": {"codec": "libx264", "crf": settings.h264_crf,
-                     "preset": settings.h264_preset, "size": f"{REFERENCE_CROP}x{REFERENCE_CROP}",
-                     "kbit_per_s": h264},
-            "h264_to_landmarks_ratio": h264 / landmarks["kbit_per_s"]}
+            "h264": h264, "h264_to_landmarks_ratio": h264["kbit_per_s"] / landmarks["kbit_per_s"],
+            "h264_to_landmarks_wire_ratio": h264["wire_kbit_per_s"] / packed["wire_kbit_per_s"],
+            "call": whole_call(packed)}
 
 
 def codec_report_lines(report: dict) -> list[str]:
     """The report for people."""
     split, stream, h264 = report["split"], report["landmarks"], report["h264"]
-    smooth = report["landmarks_smoothed"]
+    smooth, sent, call = report["landmarks_smoothed"], report["landmarks_sent"], report["call"]
     lines = [
         f"shape basis: {report['basis']['components']} components fitted on "
         f"{split['fit_frames']} frames of {len(split['fit_clips'])} clips "
@@ -309,9 +403,27 @@ def codec_report_lines(report: dict) -> list[str]:
         f"{stream['encode_ms_per_frame']:.2f} ms, decode {stream['decode_ms_per_frame']:.2f} ms",
         f"  smoothed like the live tracker: {smooth['kbit_per_s']:.2f} kbit/s, mean error "
         f"{smooth['mean_error_px']:.3f} px",
+        f"  on the wire (a frame a packet): {stream['wire_kbit_per_s']:.2f} kbit/s",
+        f"landmarks as a call sends them: {sent['send_fps']:g} fps (played out at "
+        f"{report['fps']:g}), {sent['frames_per_packet']} frames a packet, "
+        f"{sent['packets_per_s']:.1f} packets/s of {sent['mean_packet_bytes']:.1f} B, step "
+        f"{sent['step_px']:.2f} px: {sent['kbit_per_s']:.2f} kbit/s payload, "
+        f"{sent['wire_kbit_per_s']:.2f} kbit/s on the wire (SCTP, DTLS, UDP, IPv4)",
+        f"  its SCTP acknowledgements, the other way: {sent['acks_wire_kbit_per_s']:.2f} "
+        f"kbit/s as aiortc sends them, {sent['acks_bundled_kbit_per_s']:.2f} bundled with data; "
+        f"played-out error {sent['mean_error_px']:.3f} px (p95 {sent['p95_error_px']:.3f}); "
+        f"playout {sent['added_delay_ms']:.0f} ms later than a frame a packet",
         f"H.264 ({h264['codec']}, CRF {h264['crf']}, {h264['preset']}, {h264['size']}): "
         f"{h264['kbit_per_s']:.1f} kbit/s = {report['h264_to_landmarks_ratio']:.0f}x the "
-        "landmark stream",
+        f"landmark stream; on the wire (RTP, SRTP, UDP, IPv4) {h264['wire_kbit_per_s']:.1f} "
+        f"kbit/s = {report['h264_to_landmarks_wire_ratio']:.0f}x the landmarks as sent",
+        f"whole call, each way on the wire: voice {call['voice_wire_kbit_per_s']:.1f} kbit/s "
+        f"(Opus {call['voice_kbit_per_s']:g} kbit/s in 20 ms RTP packets) + landmarks "
+        f"{call['landmarks_wire_kbit_per_s']:.1f} = {call['wire_kbit_per_s']:.1f} kbit/s; a "
+        "typical video call: " + ", ".join(
+            f"{rate:g} kbit/s ({name})"
+            for name, rate in call["typical_video_call_kbit_per_s"].items())
+        + f" each way ({call['typical_source']})",
         "rate/error: " + ", ".join(f"{point['step_px']:g} px step {point['kbit_per_s']:.1f} "
                                    f"kbit/s {point['mean_error_px']:.3f} px"
                                    for point in report["rate_curve"]),

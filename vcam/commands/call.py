@@ -19,9 +19,9 @@ DESCRIPTION = ("A two-way landmark-only call: each side sends its own face landm
                "renderer, into the sinks it chooses (a preview window unless --sink says "
                "otherwise).")
 EXAMPLES = """examples:
-  vcam call serve --avatar me                    # webcam; the peer in a preview window
+  vcam call serve --avatar me                    # webcam and microphone; the peer in a window
   vcam call join URL --token=T --avatar you --sink virtualcam --sink window
-  vcam call serve --avatar me --input demo --sink file:peer.mp4 --max-seconds 30
+  vcam call serve --input demo --audio-input voice.wav --sink file:peer.mp4 --max-seconds 30
 """
 
 
@@ -56,8 +56,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--avatar", required=True, metavar="NAME|PATH",
-                        help="your avatar: a name (see `vcam avatars`) or a bundle file")
+    parser.add_argument("--avatar", metavar="NAME|PATH",
+                        help="your avatar: a name (see `vcam avatars`) or a bundle file "
+                        "(default: the built-in avatar, as for `vcam run`)")
+    parser.add_argument("--audio-input", default="default", metavar="DEVICE|FILE|none",
+                        help="your voice: an input device ('default', the system's default "
+                        "microphone; or a device name), a sound file (played in real time) "
+                        "or 'none' for a call without your voice")
     add_media_options(parser, call=True)
     parser.add_argument("--loop", action="store_true", help="play an --input file in a loop")
     parser.add_argument("--max-seconds", type=float, default=0.0, metavar="SECONDS",
@@ -81,7 +86,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="offer only this local address for media (repeatable; default: "
                         "127.0.0.1 when the call is on loopback, else every interface)")
     parser.add_argument("--jitter-ms", type=float, default=50.0, metavar="MS",
-                        help="playout delay of the peer's landmarks (default 50 ms)")
+                        help="playout delay of the peer's landmarks (default 50 ms; more "
+                        "when its packets or its voice need it)")
+    parser.add_argument("--landmark-step", type=float, default=3.0, metavar="PX",
+                        help="quantiser step of your landmarks, in pixels of a 256 px crop "
+                        "(0.02 to 3.98; default 3, chosen by measurement: see README)")
+    parser.add_argument("--frames-per-packet", type=int, default=6, metavar="N",
+                        help="frames of your landmarks in one packet, 1 to 15 (default 6: "
+                        "fewer bytes on the wire, 33 ms more delay per extra frame)")
     parser.add_argument("--peer-timeout", type=float, default=5.0, metavar="SECONDS",
                         help="end the call when the peer is silent this long (default: 5 s)")
     parser.add_argument("--inject-loss", type=float, default=0.0, metavar="P",

@@ -182,3 +182,9 @@ def keep_copy(data: bytes, expected: AvatarInfo) -> Path | None:
         return None
     atomic_write_bytes(path, data)
     return path
+
+
+def read_with_digest(path: Path) -> tuple[bytes, str]:
+    """A file's bytes and their SHA-256 (blocking: run it in a thread)."""
+    data = path.read_bytes()
+    return data, hashlib.sha256(data).hexdigest()

@@ -3,18 +3,17 @@ other's avatar.
 
 Network work lives in one asyncio loop: signaling (``vcam.net.signaling``), the WebRTC peer
 connection (aiortc) and its two data channels, ``landmarks`` (unordered, no retransmits:
-codec packets, a lost one is concealed, never resent) and ``control`` (reliable: hello, the
-avatar exchange, key requests, pings and bye; see ``vcam.net.control``). Blocking work runs in
-threads: the landmark source (video decoding and face tracking) encodes packets and hands
-them to the loop with ``run_coroutine_threadsafe``; the renderer runs the generator on the
-latest landmarks handed to it (``vcam.net.media`` builds both from the real-time runtime's
-stages). A playout loop ticks at the sender's frame rate and takes landmarks from the jitter
-buffer, so the renderer sees a steady stream whatever the network did. A call ends on bye, on
-the peer's silence (no message for ``peer_timeout_s``), on a lost connection or closed
-channel, at ``max_seconds``, when the local video ends, when the renderer stops by itself
-(its preview window was closed), or on request (Ctrl-C); either way a bye goes out when it
-can and a report of the call comes back.
-
+packets of several frames, ``vcam.net.packing``; a lost one is concealed, never resent) and
+``control`` (reliable: hello, the avatar exchange, key requests, pings and bye; see
+``vcam.net.control``). Blocking work runs in threads: the landmark source (video decoding and
+face tracking) encodes packets and hands them to the loop with ``run_coroutine_threadsafe``;
+the renderer runs the generator on the latest landmarks handed to it (``vcam.net.media``
+builds both from the real-time runtime's stages). A playout loop ticks at the sender's frame
+rate and takes landmarks from the jitter buffer, so the renderer sees a steady stream
+whatever the network did. A call ends on bye, on the peer's silence (no message for
+``peer_timeout_s``), on a lost connection or closed channel, at ``max_seconds``, when the
+local video ends, when the renderer stops by itself (its preview window was closed), or on
+request (Ctrl-C); either way a bye goes out when it can and a report of the call comes back.
 The connection and its channels are ``vcam.net.connection``'s, the send path
 ``vcam.net.send``'s, the receive path and the renderer protocol ``vcam.net.playout``'s.
 """
@@ -23,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from vcam import __version__
 from vcam.avatar import Avatar, load_avatar
 from vcam.errors import UserError
 from vcam.landmarks.shape_basis import ShapeBasis
+from vcam.net.audio import AudioOutput, VoiceSource
 from vcam.net.avatar_exchange import (
     ExchangeSettings,
     IncomingAvatar,
@@ -42,12 +41,13 @@ from vcam.net.avatar_exchange import (
     chunk_messages,
     load_received,
     local_copy,
+    read_with_digest,
 )
-from vcam.net.codec import MAGIC_VERSION, CodecSettings, Encoder
 from vcam.net.connection import Connection, IceSettings, join_connection, serve_connection
 from vcam.net.control import (
     CAPABILITIES,
     PROTOCOL_VERSION,
+    AudioClock,
     AvatarInfo,
     AvatarOffer,
     AvatarRequest,
@@ -63,6 +63,7 @@ from vcam.net.control import (
     encode_message,
 )
 from vcam.net.jitter import JitterSettings
+from vcam.net.packing import PACKED_MAGIC_VERSION, CodecSettings, PackedEncoder, PackingSettings
 from vcam.net.playout import (
     LandmarkInbox,
     PeerAvatar,
@@ -74,6 +75,8 @@ from vcam.net.playout import (
 from vcam.net.report import CallReport, SendCounts, kbit_per_second, loss_fraction
 from vcam.net.send import FaultInjector, FaultSettings, LandmarkSender, LandmarkSource
 from vcam.net.signaling import SignalingSettings
+from vcam.net.voice import AudioLink, VoiceCall
+from vcam.net.wire import WireCounts, wire_counts, wire_report
 
 # How often the call checks for silence, Ctrl-C and the end of --max-seconds.
 WATCH_INTERVAL_S = 0.1
@@ -85,6 +88,7 @@ class CallSettings:
     injected faults, duration (``max_seconds`` 0: no limit) and the timeouts."""
 
     codec: CodecSettings = field(default_factory=CodecSettings)
+    packing: PackingSettings = field(default_factory=PackingSettings)
     jitter: JitterSettings = field(default_factory=JitterSettings)
     exchange: ExchangeSettings = field(default_factory=ExchangeSettings)
     faults: FaultSettings = field(default_factory=FaultSettings)
@@ -118,6 +122,9 @@ class LocalSide:
     basis: ShapeBasis
     source: LandmarkSource | None
     renderer_factory: RendererFactory
+    voice: VoiceSource | None = None
+    # The peer's voice goes to these (besides the renderer's recordings): the speakers.
+    audio_outputs: Callable[[], list[AudioOutput]] = list
 
 
 class CallFailed(Exception):
@@ -156,6 +163,10 @@ class CallSession:
         self.media_ended: float | None = None
         self.tasks: list[asyncio.Task] = []
         self.buffer_low = asyncio.Event()
+        self.voice = VoiceCall(connection.audio, settings.jitter.target_delay_ms,
+                               lambda origin_us: self.send(AudioClock(origin_us)))
+        self.wire_start = WireCounts()
+        self.wire_end = WireCounts()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -254,15 +265,16 @@ class CallSession:
 
     def hello(self) -> Hello:
         source = self.local.source
-        return Hello(PROTOCOL_VERSION, __version__, CAPABILITIES, MAGIC_VERSION,
+        return Hello(PROTOCOL_VERSION, __version__, CAPABILITIES, PACKED_MAGIC_VERSION,
                      self.local.basis.fingerprint, self.local.info, self.settings.share_avatar,
                      source is not None, float(source.fps) if source is not None else 25.0)
 
     def check_hello(self, hello: Hello) -> None:
-        if hello.version != PROTOCOL_VERSION or hello.codec != MAGIC_VERSION:
+        if hello.version != PROTOCOL_VERSION or hello.codec != PACKED_MAGIC_VERSION:
             raise CallFailed(f"the peer runs vcam {hello.app} (call protocol {hello.version}, "
                              f"codec {hello.codec:#x}); this vcam speaks protocol "
-                             f"{PROTOCOL_VERSION}, codec {MAGIC_VERSION:#x}: update one side")
+                             f"{PROTOCOL_VERSION}, codec {PACKED_MAGIC_VERSION:#x}: "
+                             "update one side")
         if hello.shape_basis != self.local.basis.fingerprint:
             raise CallFailed("the peer uses another shape basis (fingerprint "
                              f"{hello.shape_basis[:12]}, here {self.local.basis.fingerprint[:12]})"
@@ -328,13 +340,20 @@ class CallSession:
 
     async def media(self) -> None:
         self.media_started = time.monotonic()
+        self.wire_start = await wire_counts(self.connection.pc)
+        loop = asyncio.get_running_loop()
         if self.renderer is not None and self.landmarks_in is not None:
             self.spawn(playout_loop(self.landmarks_in, self.renderer,
                                     self.peer_hello.result().fps, self.ended, self.playout))
-        if self.local.source is not None:
-            encoder = Encoder(self.local.basis, self.local.info.image_size, self.settings.codec)
-            self.sender = LandmarkSender(self.local.source, encoder, self.deliver,
-                                         asyncio.get_running_loop(), self.on_source_end)
+        if self.voice.peer_sends:
+            self.voice.receive(self.landmarks_in.jitter if self.landmarks_in else None,
+                               getattr(self.renderer, "audio_outputs", []),
+                               self.local.audio_outputs)
+        source = self.voice.landmark_source(self.local.source, loop)
+        if source is not None:
+            encoder = PackedEncoder(self.local.basis, self.local.info.image_size,
+                                    self.settings.codec, self.settings.packing)
+            self.sender = LandmarkSender(source, encoder, self.deliver, loop, self.on_source_end)
             self.sender.start()
         self.log("call running")
         await self.ended.wait()
@@ -383,6 +402,7 @@ class CallSession:
             AvatarOffer: self.on_avatar_offer, Chunk: self.on_chunk,
             AvatarResult: self.on_avatar_result, Ready: lambda _: self.peer_ready.set(),
             KeyRequest: self.on_key_request, Ping: lambda _: None, Bye: self.on_bye,
+            AudioClock: lambda clock: self.voice.on_peer_clock(clock.origin_us),
         }
         handlers[type(message)](message)
 
@@ -474,7 +494,9 @@ class CallSession:
                 self.send_packet(data)
         elif self.local.source is not None:  # the call ended before sending: release it here
             await asyncio.to_thread(self.local.source.close)
+        await self.voice.close()
         await self.say_bye()
+        self.wire_end = await wire_counts(self.connection.pc)
         if self.renderer is not None:
             await asyncio.to_thread(self.renderer.close)
         with contextlib.suppress(Exception):
@@ -496,7 +518,14 @@ class CallSession:
         return CallReport(self.end_reason, self.failed, seconds, self.sent_report(seconds),
                           self.received_report(seconds), self.playout_report(),
                           {"received": self.control_inbox.received,
-                           "bad": dict(self.control_inbox.bad)})
+                           "bad": dict(self.control_inbox.bad)},
+                          self.wire_report(seconds), self.voice.report(seconds))
+
+    def wire_report(self, seconds: float) -> dict:
+        inbox = self.landmarks_in
+        received = (inbox.bytes, inbox.packets) if inbox else (0, 0)
+        return wire_report(self.wire_end - self.wire_start, seconds,
+                           (self.sent.bytes, self.sent.packets), received)
 
     def sent_report(self, seconds: float) -> dict:
         return {"packets_encoded": self.sender.encoded if self.sender else 0,
@@ -512,14 +541,14 @@ class CallSession:
             return {}
         decoder, jitter = inbox.decoder.stats, inbox.jitter.stats
         expected = self.expected_packets(inbox)
-        return {"packets": decoder.received, "bytes": inbox.bytes,
+        return {"packets": inbox.packets, "frames": decoder.received, "bytes": inbox.bytes,
                 "kbit_per_s": kbit_per_second(inbox.bytes, seconds),
                 "decoded": decoder.decoded, "bad": decoder.bad, "stale": decoder.stale,
                 "duplicate": decoder.duplicate, "missing_key": decoder.missing_key,
                 "bad_reasons": decoder.bad_reasons, "errors": inbox.errors,
                 "peer_encoded": expected, "loss": loss_fraction(decoder.received, expected),
                 "normal": jitter.normal, "interpolated": jitter.interpolated,
-                "held": jitter.held, "late": jitter.late}
+                "held": jitter.held, "late": jitter.late, "delay_ms": inbox.jitter.delay_us / 1e3}
 
     def expected_packets(self, inbox: LandmarkInbox) -> int:
         """The peer's count from its bye, else the span of sequence numbers seen."""
@@ -541,12 +570,6 @@ class CallSession:
                 else 0.0}
 
 
-def read_with_digest(path: Path) -> tuple[bytes, str]:
-    """A file's bytes and their SHA-256 (blocking: run it in a thread)."""
-    data = path.read_bytes()
-    return data, hashlib.sha256(data).hexdigest()
-
-
 # ---------------------------------------------------------------------------------------
 # Entry points
 
@@ -558,7 +581,7 @@ async def serve_call(local: LocalSide, settings: CallSettings, signaling: Signal
     """Wait for one peer on the signaling server, then run the call with it; None if
     nobody came before ``stop`` (or ``wait_s``)."""
     connection = await serve_connection(token, signaling, ice, settings.connect_timeout_s,
-                                        announce, stop, wait_s)
+                                        announce, stop, wait_s, AudioLink(local.voice))
     if connection is None:
         return None
     log("peer connected")
@@ -570,6 +593,6 @@ async def join_call(local: LocalSide, settings: CallSettings, url: str, token: s
                     log: Callable[[str], None]) -> CallReport:
     """Join the call at ``url`` and run it."""
     connection = await join_connection(url, token, signaling, ice,
-                                      settings.connect_timeout_s)
+                                      settings.connect_timeout_s, AudioLink(local.voice))
     log("connected")
     return await CallSession(connection, local, settings, stop, log).run()

@@ -40,6 +40,7 @@ from vcam.net.media import (
     SendSettings,
     check_outputs,
 )
+from vcam.net.packing import CodecSettings, PackingSettings
 from vcam.net.playout import PeerAvatar, Renderer, RendererFactory
 from vcam.net.report import CallReport
 from vcam.net.send import FaultSettings
@@ -49,6 +50,7 @@ from vcam.net.signaling import (
     new_token,
     url_host,
 )
+from vcam.net.voice import builtin_avatar_path, speakers, voice_source
 from vcam.runtime.avatars import RendererSettings
 from vcam.runtime.compositor import Background, CompositorSettings
 from vcam.runtime.retarget import RetargetSettings
@@ -73,6 +75,8 @@ def call_settings(args: argparse.Namespace) -> CallSettings:
     try:
         return CallSettings(
             jitter=JitterSettings(target_delay_ms=args.jitter_ms),
+            codec=CodecSettings(step_px=args.landmark_step),
+            packing=PackingSettings(frames_per_packet=args.frames_per_packet),
             exchange=ExchangeSettings(max_bytes=max_avatar_bytes(args.max_avatar_mb),
                                       keep=args.keep),
             faults=FaultSettings(args.inject_loss, args.inject_reorder, args.inject_seed),
@@ -124,13 +128,20 @@ def local_side(args: argparse.Namespace, windows: MainThreadDisplay) -> LocalSid
     send = send_settings(args)
     receive = receive_settings(args)
     spec = None if args.input == "none" else InputSpec.parse(args.input)
-    path = resolve_avatar(args.avatar)
+    path = resolve_avatar(args.avatar) if args.avatar else builtin_avatar_path(args.landmarks)
     avatar = load_avatar(path)
     basis = load_shape_basis(args.shape_basis) if args.shape_basis else default_shape_basis()
     check_outputs(receive)
     info = describe_avatar(path, avatar)
-    source = None if spec is None else CapturedLandmarks(spec, avatar, send)  # opened last
-    return LocalSide(avatar, path, info, basis, source, renderer_factory(receive, windows))
+    voice = voice_source(args.audio_input, args.loop)
+    try:
+        source = None if spec is None else CapturedLandmarks(spec, avatar, send)  # opened last
+    except BaseException:
+        if voice is not None:
+            voice.close()
+        raise
+    return LocalSide(avatar, path, info, basis, source, renderer_factory(receive, windows),
+                     voice, lambda: speakers(status))
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,16 +2,14 @@
 
 A shape (avatar-crop pixels / crop size) is transformed with the orthonormal shape basis
 (PCA components, completed to all 136 dimensions so the completion carries the residual),
-and each of the 136 coefficients is quantised with one uniform step (0.6 px on a 256 px crop
-by default: orthonormality makes the landmark error exactly the quantiser's). A key packet
-carries the quantised coefficients; a delta packet their change since its key, so a delta
-decodes as long as its own key arrived, whatever else was lost. The integers are coded with
-a range coder under Laplace models whose scale falls with the component index as a power
-law: each packet sends the level and slope (8 bits) that code it best. Measured on the
-shared clips, its payloads are 3x smaller than zigzag + varint and about 2x smaller than raw
-zlib or lzma of those varints (each packet alone, as loss demands): ~50 bytes are too few
-for their headers and untrained models (see ``vcam bench codec``). It needs nothing beyond
-the standard library and numpy.
+and each of the 136 coefficients is quantised with one uniform step (``CodecSettings``;
+orthonormality makes the landmark error exactly the quantiser's). A key packet carries the
+quantised coefficients; a delta packet their change since its key, so a delta decodes as
+long as its own key arrived, whatever else was lost. The integers are range-coded under
+Laplace models whose scale falls with the component index as a power law: each packet
+sends the level and slope (8 bits) that code it best: 3x smaller than zigzag + varint, 2x
+smaller than raw zlib or lzma of them (each packet alone, as loss demands; ``vcam bench
+codec``). Calls send several frames a packet (``vcam.net.packing``), coded the same way.
 
 Packet layout (big-endian)::
 
@@ -26,10 +24,8 @@ Packet layout (big-endian)::
     -2     2  checksum        CRC-16/GENIBUS (binascii.crc_hqx, init and final XOR 0xFFFF)
                               of the length of everything before it (uint16), then of it
 
-Why 16 bits of checksum: the WebRTC data channel already guards every message twice (SCTP's
-CRC-32c and DTLS's authentication tag), so this one only catches foreign or mangled
-datagrams and bugs; with the magic byte and strict parsing a 16-bit CRC lets one random
-datagram in 65536 through, and at 30 fps two bytes fewer per packet is 0.5 kbit/s.
+16 bits of checksum: SCTP's CRC-32c and DTLS's tag already guard each message; this one
+catches foreign or mangled datagrams and bugs (one random datagram in 65536 passes).
 
 ``Decoder.decode`` takes any bytes and never raises: bad packets are counted and dropped.
 """
@@ -323,16 +319,13 @@ def unwrap_counter(value: int, reference: int | None, modulus: int) -> int:
 
 @dataclass(frozen=True)
 class CodecSettings:
-    """``key_interval``: a key every so many frames (at most 127); ``step_px``: the quantiser
-    step in pixels of a 256 px crop (mean landmark error is about 0.38 of it).
-
-    A key every 5 frames is both the most robust and the cheapest choice measured: a key
-    costs only ~4 bytes more than a delta, while the change since the key, and so a delta's
-    size, grows with every frame (on the shared clips: 13.0 kbit/s at 5, 13.4 at 30, 14.5
-    with keys only; 10.2 / 11.6 / 13.5 with the live tracker's smoothing)."""
+    """``key_interval``: a key every so many frames (at most 127; 5 is the cheapest measured:
+    a key costs ~4 B more than a delta, a delta grows with its distance); ``step_px``: the
+    quantiser step in px of a 256 px crop (mean landmark error 0.3-0.4 of it), 3 px by
+    measurement (``vcam.net.packing`` tells how)."""
 
     key_interval: int = 5
-    step_px: float = 0.6
+    step_px: float = 3.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.key_interval <= MAX_KEY_INTERVAL:
@@ -453,8 +446,9 @@ class Packet:
     payload: bytes
 
 
-def parse_packet(data: object) -> Packet:
-    """Check and split a datagram; raises ``BadPacket`` with the reason."""
+def verified_body(data: object) -> bytes:
+    """A datagram's body (all but the checksum) if its type, size and checksum are right;
+    raises ``BadPacket`` with the reason."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise BadPacket("not_bytes")
     if (data.nbytes if isinstance(data, memoryview) else len(data)) > MAX_PACKET_BYTES:
@@ -465,6 +459,12 @@ def parse_packet(data: object) -> Packet:
     body, (expected,) = data[:-CHECKSUM.size], CHECKSUM.unpack(data[-CHECKSUM.size:])
     if checksum(body) != expected:
         raise BadPacket("checksum")
+    return body
+
+
+def parse_packet(data: object) -> Packet:
+    """Check and split a datagram; raises ``BadPacket`` with the reason."""
+    body = verified_body(data)
     magic_version, flags, sequence, capture_us = HEADER.unpack_from(body)
     if magic_version != MAGIC_VERSION:
         raise BadPacket("version")

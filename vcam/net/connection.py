@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vcam.errors import UserError
+from vcam.net.acknowledgements import reduce_acknowledgements
 from vcam.net.signaling import (
     CallBusy,
     OfferRefused,
@@ -138,6 +139,8 @@ class Connection:
     pc: Any
     control: ChannelTap
     landmarks: ChannelTap
+    audio: Any = None  # the voice's transceiver (vcam.net.voice.AudioLink), if any
+    acknowledgements: Any = None  # vcam.net.acknowledgements.DelayedAcknowledgements
 
 
 def is_landmarks_channel(channel: Any) -> bool:
@@ -158,6 +161,8 @@ async def describe_locally(pc: Any, description: Any, ice: IceSettings) -> str:
 
 
 async def wait_open(connection: Connection, timeout: float) -> None:
+    """Wait for both channels; then the association's acknowledgements are thinned
+    (``vcam.net.acknowledgements``)."""
     waits = [connection.control.opened.wait(), connection.landmarks.opened.wait()]
     try:
         await asyncio.wait_for(asyncio.gather(*waits), timeout)
@@ -165,17 +170,22 @@ async def wait_open(connection: Connection, timeout: float) -> None:
         await connection.pc.close()
         raise UserError(f"could not connect to the peer within {timeout:.0f} s (no ICE route "
                         "between the two machines? try --ice-server)") from None
+    connection.acknowledgements = reduce_acknowledgements(connection.pc)
 
 
 async def join_connection(url: str, token: str, signaling: SignalingSettings,
-                          ice: IceSettings, connect_timeout_s: float) -> Connection:
-    """Offer a connection to the call at ``url`` and wait for both channels to open."""
+                          ice: IceSettings, connect_timeout_s: float,
+                          audio: Any = None) -> Connection:
+    """Offer a connection to the call at ``url`` and wait for both channels to open;
+    ``audio``: the voice's ``AudioLink`` (None: data channels only)."""
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     pc = RTCPeerConnection(rtc_configuration(ice))
     landmarks = ChannelTap(pc.createDataChannel(LANDMARKS_LABEL, ordered=False,
                                                 maxRetransmits=0))
     control = ChannelTap(pc.createDataChannel(CONTROL_LABEL))
+    if audio is not None:
+        audio.offer(pc)
     try:
         offer_sdp = await describe_locally(pc, await pc.createOffer(), ice)
         answer = await send_offer(url, token, offer_sdp, signaling)
@@ -187,7 +197,7 @@ async def join_connection(url: str, token: str, signaling: SignalingSettings,
     except BaseException:
         await pc.close()
         raise
-    connection = Connection(pc, control, landmarks)
+    connection = Connection(pc, control, landmarks, audio)
     await wait_open(connection, connect_timeout_s)
     return connection
 
@@ -196,8 +206,9 @@ class Answerer:
     """Answers the first authorised offer with a new peer connection (later ones are
     busy) and collects its two channels."""
 
-    def __init__(self, ice: IceSettings) -> None:
+    def __init__(self, ice: IceSettings, audio: Any = None) -> None:
         self.ice = ice
+        self.audio = audio
         self.pc: Any = None
         self.taps: dict[str, ChannelTap] = {}
         self.foreign_channels = 0
@@ -211,9 +222,13 @@ class Answerer:
             raise CallBusy
         self.pc = pc = RTCPeerConnection(rtc_configuration(self.ice))
         pc.on("datachannel", self.on_channel)
+        if self.audio is not None:
+            self.audio.listen(pc)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(
                 keep_candidates(offer_sdp, self.ice.host_addresses), "offer"))
+            if self.audio is not None:
+                self.audio.answer(pc)
             answer = await describe_locally(pc, await pc.createAnswer(), self.ice)
         except Exception as error:
             self.pc = None
@@ -239,7 +254,8 @@ class Answerer:
             if time.monotonic() > deadline or self.pc.connectionState in ("failed", "closed"):
                 raise UserError(f"the peer did not connect within {timeout:.0f} s")
             await asyncio.sleep(0.05)
-        connection = Connection(self.pc, self.taps[CONTROL_LABEL], self.taps[LANDMARKS_LABEL])
+        connection = Connection(self.pc, self.taps[CONTROL_LABEL], self.taps[LANDMARKS_LABEL],
+                                self.audio)
         await wait_open(connection, max(0.1, deadline - time.monotonic()))
         return connection
 
@@ -255,10 +271,11 @@ class Answerer:
 
 async def serve_connection(token: str, signaling: SignalingSettings, ice: IceSettings,
                            connect_timeout_s: float, announce: Callable[[str], None],
-                           stop: asyncio.Event, wait_s: float = 0.0) -> Connection | None:
+                           stop: asyncio.Event, wait_s: float = 0.0,
+                           audio: Any = None) -> Connection | None:
     """Listen for one peer; None if ``stop`` is set (or ``wait_s`` passes) before it comes.
     An answered offer whose peer never connects frees the call for the next offer."""
-    answerer = Answerer(ice)
+    answerer = Answerer(ice, audio)
     server = SignalingServer(signaling, token, answerer)
     announce(await server.start())
     deadline = time.monotonic() + wait_s if wait_s else None

@@ -21,6 +21,9 @@ objects of at most ``MAX_CONTROL_BYTES`` UTF-8 bytes with a ``type`` field:
     The receiver lost a key packet: the next landmark packet should be a key.
 ``ping``
     Keep-alive, about once a second; silence means the peer is gone.
+``audio_clock``
+    ``origin_us``: when the first sample of this side's voice was captured (its monotonic
+    microseconds, the clock of its landmark packets' capture times).
 ``bye``
     ``reason`` and the sender's counters (``packets_encoded``, ``packets_sent``,
     ``bytes_sent``) so the peer can report loss.
@@ -56,7 +59,7 @@ MAX_COUNTER = (1 << 53) - 1
 MAX_BUNDLE_BYTES = (1 << 32) - 1
 # The frame rates a hello may announce: a call runs at MIN_FPS to MAX_FPS frames/s.
 MIN_FPS, MAX_FPS = 1.0, 120.0
-CAPABILITIES = ("landmarks/1", "avatar-transfer/1", "key-request/1")
+CAPABILITIES = ("landmarks/1", "avatar-transfer/1", "key-request/1", "audio/1")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 NAME_CHARACTERS = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
@@ -133,6 +136,13 @@ class Ping:
 
 
 @dataclass(frozen=True)
+class AudioClock:
+    """When this side's voice began, on its capture clock (µs)."""
+
+    origin_us: int
+
+
+@dataclass(frozen=True)
 class Bye:
     """The call ends; the sender's landmark counters come along."""
 
@@ -151,11 +161,11 @@ class Chunk:
 
 
 ControlMessage = (Hello | AvatarRequest | AvatarOffer | AvatarResult | Ready | KeyRequest | Ping
-                  | Bye)
+                  | Bye | AudioClock)
 MESSAGE_TYPES: dict[type, str] = {
     Hello: "hello", AvatarRequest: "avatar_request", AvatarOffer: "avatar_offer",
     AvatarResult: "avatar_result", Ready: "ready", KeyRequest: "key_request", Ping: "ping",
-    Bye: "bye",
+    Bye: "bye", AudioClock: "audio_clock",
 }
 
 
@@ -300,6 +310,7 @@ PARSERS = {
     "key_request": lambda fields: KeyRequest(),
     "ping": lambda fields: Ping(),
     "bye": parse_bye,
+    "audio_clock": lambda fields: AudioClock(fields.integer("origin_us", 0, MAX_COUNTER)),
 }
 
 

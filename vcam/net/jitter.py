@@ -12,6 +12,11 @@ of up to ``max_missing_frames`` lost frames (and ``max_gap_ms``) too, which conc
 losses; a longer gap, or no newer frame yet, holds the last frame. Each result says which
 happened. Memory is bounded (``capacity`` frames and a fixed window of offset samples), and
 a lock makes ``push`` and ``frame_at`` safe to call from different threads.
+
+Frames that come several to a packet (``vcam.net.packing``) arrive up to a packet interval
+after the fastest one: ``cover_packet`` raises the delay to at least that interval (plus a
+margin), so playout always holds the frame after the one it shows and interpolates; and a
+whole lost packet is interpolated across like a few lost frames.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ from vcam.net.codec import LandmarkFrame
 
 # After this many late frames in a row the sender is taken to have restarted.
 RESYNC_AFTER_LATE = 30
+# Packets of several frames: the delay covers the longest of the last PACKET_WINDOW packets
+# (its frames and the interval to the next one) plus PACKET_MARGIN_US for network jitter.
+PACKET_WINDOW = 50
+PACKET_MARGIN_US = 30_000
 
 
 def monotonic_us() -> int:
@@ -106,6 +115,8 @@ class JitterBuffer:
         self.clock = clock
         self.lock = threading.Lock()
         self.target_delay_us = round(self.settings.target_delay_ms * 1000)
+        self.packet_spans: deque[int] = deque(maxlen=PACKET_WINDOW)
+        self.packet_frames: deque[int] = deque(maxlen=PACKET_WINDOW)
         self.counts: Counter[str] = Counter()
         self.reset()
 
@@ -123,6 +134,27 @@ class JitterBuffer:
             raise ValueError("the target delay must not be negative")
         with self.lock:
             self.target_delay_us = round(milliseconds * 1000)
+
+    @property
+    def minimum_delay_us(self) -> int:
+        """The least delay that covers the recent packets (0 for a frame a packet)."""
+        with self.lock:
+            return max(self.packet_spans) + PACKET_MARGIN_US if self.packet_spans else 0
+
+    @property
+    def delay_us(self) -> int:
+        """The delay playout runs at: the target, or more where packets need it."""
+        return max(self.target_delay_us, self.minimum_delay_us)
+
+    def cover_packet(self, frames: list[LandmarkFrame]) -> None:
+        """Note the frames of one packet (oldest first): a packet of n frames a send
+        interval apart needs n intervals of delay."""
+        if len(frames) < 2:
+            return
+        span = frames[-1].capture_us - frames[0].capture_us
+        with self.lock:
+            self.packet_spans.append(round(span * len(frames) / (len(frames) - 1)))
+            self.packet_frames.append(len(frames))
 
     @property
     def clock_offset_us(self) -> int | None:
@@ -184,11 +216,12 @@ class JitterBuffer:
         """The landmarks to show at ``playout_us`` (receiver clock, default now); None
         while the first frame is not yet due."""
         now = self.clock() if playout_us is None else playout_us
+        delay = self.delay_us
         with self.lock:
             if not self.offsets:
                 self.counts["waiting"] += 1
                 return None
-            target = now - min(self.offsets) - self.target_delay_us
+            target = now - min(self.offsets) - delay
             if self.played_until is not None:
                 target = max(target, self.played_until)  # playout never runs backwards
             playout = self.playout(target)
@@ -212,8 +245,11 @@ class JitterBuffer:
         after = self.frames[index]
         missing = after.sequence - before.sequence - 1
         span = after.capture_us - before.capture_us
-        too_long = (missing > self.settings.max_missing_frames
-                    or span > self.settings.max_gap_ms * 1000)
+        # A lost packet of several frames is concealed like a few lost frames.
+        packet = (max(self.packet_frames), max(self.packet_spans) * 2) if self.packet_frames \
+            else (0, 0)
+        too_long = (missing > max(self.settings.max_missing_frames, packet[0])
+                    or span > max(self.settings.max_gap_ms * 1000, packet[1]))
         if too_long or span <= 0:
             return Playout(before.landmarks, target, PlayoutKind.HELD, before.sequence, missing)
         weight = (target - before.capture_us) / span

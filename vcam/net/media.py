@@ -44,6 +44,7 @@ from vcam.landmarks.tracker import FaceTracker
 from vcam.net.control import MAX_FPS, MIN_FPS
 from vcam.net.jitter import monotonic_us
 from vcam.net.playout import PeerAvatar, RendererStop
+from vcam.net.recording import CallRecording
 from vcam.net.send import LandmarkSample
 from vcam.runtime.avatars import AvatarEntry, AvatarLibrary, RendererSettings
 from vcam.runtime.capture import DEFAULT_FPS, Captured, FrameSource
@@ -54,7 +55,7 @@ from vcam.runtime.handoff import Handoff, HandoffClosed
 from vcam.runtime.pipeline import LandmarkWorker, Pipeline, PipelineSettings, RunSummary
 from vcam.runtime.retarget import RetargetSettings, can_drive
 from vcam.runtime.session import InputSpec, SinkOptions, frame_source, output_sinks
-from vcam.runtime.sinks import Display, Sink, SinkSpec
+from vcam.runtime.sinks import Display, FileSink, Sink, SinkSpec
 
 POLL_SECONDS = 0.05
 # How long closing waits for the render thread (it may be exporting the generator), and
@@ -268,7 +269,9 @@ def build_sinks(settings: ReceiveSettings, fps: float, avatars: Sequence[Avatar]
     ``avatars``: the preview window's; ``display``: its display (None: OpenCV's)."""
     options = SinkOptions(settings.compositor.width, settings.compositor.height, fps,
                           settings.virtualcam_device, settings.virtualcam_backend)
-    return output_sinks(settings.sinks, options, controls, avatars, display)
+    return [CallRecording(sink.path, sink.width, sink.height, sink.fps)
+            if isinstance(sink, FileSink) else sink
+            for sink in output_sinks(settings.sinks, options, controls, avatars, display)]
 
 
 def torch_keeping_thread_count(source: GeneratorSource, options: BackendOptions) -> Backend:
@@ -326,7 +329,7 @@ class CallFeed:
 
     def __init__(self, fps: float) -> None:
         self.fps = fps
-        self.slot: Handoff[np.ndarray] = Handoff("call->pipeline")
+        self.slot: Handoff[tuple[np.ndarray, float]] = Handoff("call->pipeline")
 
     def __enter__(self) -> CallFeed:
         return self
@@ -339,7 +342,8 @@ class CallFeed:
         return self.slot.dropped
 
     def put(self, landmarks: np.ndarray) -> None:
-        self.slot.put(landmarks)
+        """Landmarks played out now (their time goes along: the recording's clock)."""
+        self.slot.put((landmarks, time.monotonic()))
 
     def close(self) -> None:
         self.slot.close()
@@ -351,7 +355,7 @@ class CallFeed:
             except HandoffClosed:
                 return
             if points is not None:
-                yield Captured(points=points)
+                yield Captured(points=points[0], timestamp=points[1])
 
 
 class PipelineRenderer:
@@ -378,6 +382,7 @@ class PipelineRenderer:
         self.summary: RunSummary | None = None
         self.error: BaseException | None = None
         self.compiled_dir: Path | None = None
+        self.recordings: list[CallRecording] = []
         self.ready = threading.Event()
         self.closing = threading.Event()
         self.thread = threading.Thread(target=self.run, name="vcam-call-render", daemon=True)
@@ -426,6 +431,7 @@ class PipelineRenderer:
         before each sink and before the generator)."""
         avatar, settings = self.peer.avatar, self.settings
         sinks = build_sinks(settings, self.fps, [avatar], self.controls, self.display)
+        self.recordings = [sink for sink in sinks if isinstance(sink, CallRecording)]
         for sink in sinks:
             if self.closing.is_set():
                 return None
@@ -471,6 +477,11 @@ class PipelineRenderer:
         skipped = self.feed.dropped + sum(dropped.get(name, 0) for name in BEFORE_RENDER)
         return {"rendered": rendered, "output": output, "skipped": skipped,
                 "rejected": self.rejected}
+
+    @property
+    def audio_outputs(self) -> list[CallRecording]:
+        """The mp4 recordings, which take the peer's voice too."""
+        return list(self.recordings)
 
     @property
     def stopped(self) -> RendererStop | None:

@@ -17,8 +17,8 @@ import numpy as np
 
 from vcam.avatar import Avatar
 from vcam.landmarks.shape_basis import ShapeBasis
-from vcam.net.codec import Decoder
 from vcam.net.jitter import JitterBuffer, JitterSettings
+from vcam.net.packing import PackedDecoder
 
 
 @dataclass(frozen=True)
@@ -102,19 +102,22 @@ class LandmarkInbox:
 
     def __init__(self, basis: ShapeBasis, crop_size: int, settings: JitterSettings,
                  want_key: Callable[[], None]) -> None:
-        self.decoder = Decoder(basis, crop_size)
+        self.decoder = PackedDecoder(basis, crop_size)
         self.jitter = JitterBuffer(settings)
         self.want_key = want_key
         self.bytes = 0
+        self.packets = 0
         self.errors = 0
         self.sequences: list[int] = []
 
     def receive(self, data: object) -> None:
         try:
+            self.packets += 1
             if isinstance(data, bytes | bytearray):
                 self.bytes += len(data)
-            frame = self.decoder.decode(data)
-            if frame is not None:
+            frames = self.decoder.decode_frames(data)
+            self.jitter.cover_packet(frames)
+            for frame in frames:
                 self.jitter.push(frame)
                 self.note_sequence(frame.sequence)
             if self.decoder.wants_key:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vcam.net.codec import Encoder
+from vcam.net.packing import PackedEncoder
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,12 @@ class FaultInjector:
 
 
 class LandmarkSender:
-    """A worker thread: samples from the source, encoded, handed to ``deliver`` on the
-    loop. ``request_key`` may be called from any thread; ``on_end`` runs on the loop when the
-    source ends."""
+    """A worker thread: samples from the source, encoded (several frames a packet), the
+    packets handed to ``deliver`` on the loop. ``request_key`` may be called from any
+    thread; ``on_end`` runs on the loop when the source ends; ``encoded``: frames that went
+    out in packets."""
 
-    def __init__(self, source: LandmarkSource, encoder: Encoder,
+    def __init__(self, source: LandmarkSource, encoder: PackedEncoder,
                  deliver: Callable[[bytes], Coroutine[Any, Any, None]],
                  loop: asyncio.AbstractEventLoop, on_end: Callable[[], None]) -> None:
         self.source = source
@@ -124,10 +125,10 @@ class LandmarkSender:
         if self.key_wanted.is_set():
             self.key_wanted.clear()
             self.encoder.request_key()
-        packet = self.encoder.encode(sample.landmarks, sample.capture_us)
-        self.encoded += 1
-        future = asyncio.run_coroutine_threadsafe(self.deliver(packet), self.loop)
-        future.result(timeout=5.0)
+        for packet in self.encoder.encode(sample.landmarks, sample.capture_us):
+            future = asyncio.run_coroutine_threadsafe(self.deliver(packet), self.loop)
+            future.result(timeout=5.0)
+        self.encoded = self.encoder.packed
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop and wait for the thread (blocking: call it from a thread)."""

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,13 +214,21 @@ def default_avatar_entry(settings: RunSettings, detector: LandmarkDetector | Non
                          ) -> AvatarEntry:
     """The built-in avatar: scikit-image's astronaut photo (public domain) enrolled
     feed-forward with the model in use, cached in the vcam home per model checksum."""
+    return builtin_avatar(settings.model,
+                          lambda: detector or create_landmark_detector(settings))
+
+
+def builtin_avatar(model: Path | None, detector: Callable[[], LandmarkDetector]
+                   ) -> AvatarEntry:
+    """The built-in avatar for ``model`` (None: the default model), enrolled with the
+    detector ``detector()`` gives unless cached."""
     from vcam.avatar import load_avatar, save_avatar
     from vcam.data.synthetic import astronaut
     from vcam.enroll import Photo, enroll
     from vcam.models.store import default_model_path, load_models, model_checksum
     from vcam.train.finetune import FineTuneSettings
 
-    model_path = settings.model or default_model_path()
+    model_path = model or default_model_path()
     cached = default_avatar_path(model_checksum(model_path))
     if cached.is_file():
         try:
@@ -229,10 +237,9 @@ def default_avatar_entry(settings: RunSettings, detector: LandmarkDetector | Non
             logger.warning("enrolling the built-in avatar again: %s", error)
     logger.info("enrolling the built-in avatar (the astronaut photo from scikit-image, "
                 "public domain); it is cached for the next run")
-    detector = detector or create_landmark_detector(settings)
     avatar, _ = enroll([Photo("astronaut", astronaut())], "astronaut",
-                       load_models(model_path, discriminator=False), detector, FineTuneSettings(),
-                       str(model_path))
+                       load_models(model_path, discriminator=False), detector(),
+                       FineTuneSettings(), str(model_path))
     save_avatar(avatar, cached, force=True)
     # Loaded back: the saved bundle's checksum finds (or makes) its ONNX form, so even the
     # first run renders with ONNX Runtime.
