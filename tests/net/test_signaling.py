@@ -203,6 +203,12 @@ def real_offer() -> str:
     return asyncio.run(offer())
 
 
+def test_the_voice_section_beside_the_data_channels_is_a_call():
+    from vcam.net.signaling import check_data_channels_only
+
+    check_data_channels_only(OFFER + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n")
+
+
 def audio_only(sdp: str) -> str:
     return sdp.replace("m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
                        "m=audio 9 UDP/TLS/RTP/SAVPF 0")
@@ -211,7 +217,8 @@ def audio_only(sdp: str) -> str:
 @pytest.mark.parametrize("junk", [
     "v=0 offer", "v=0\r\ns=-\r\n", audio_only(OFFER), OFFER.replace("a=ice-pwd", "a=x"),
     OFFER + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n",
-], ids=["not-sdp", "no-media", "audio", "no-ice-password", "extra-video"])
+    OFFER + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n" * 2,
+], ids=["not-sdp", "no-media", "audio", "no-ice-password", "extra-video", "two-voices"])
 def test_a_junk_offer_is_answered_400_and_leaves_the_call_free(junk):
     answerer = Answerer(IceSettings(host_addresses=("127.0.0.1",)))
 

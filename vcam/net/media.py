@@ -50,12 +50,13 @@ from vcam.runtime.avatars import AvatarEntry, AvatarLibrary, RendererSettings
 from vcam.runtime.capture import DEFAULT_FPS, Captured, FrameSource
 from vcam.runtime.compositor import Compositor, CompositorSettings
 from vcam.runtime.controls import Controls
+from vcam.runtime.file_sink import FileSink
 from vcam.runtime.frames import Frame, FrameKind
 from vcam.runtime.handoff import Handoff, HandoffClosed
 from vcam.runtime.pipeline import LandmarkWorker, Pipeline, PipelineSettings, RunSummary
 from vcam.runtime.retarget import RetargetSettings, can_drive
 from vcam.runtime.session import InputSpec, SinkOptions, frame_source, output_sinks
-from vcam.runtime.sinks import Display, FileSink, Sink, SinkSpec
+from vcam.runtime.sinks import Display, Sink, SinkSpec
 
 POLL_SECONDS = 0.05
 # How long closing waits for the render thread (it may be exporting the generator), and

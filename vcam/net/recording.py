@@ -25,8 +25,7 @@ import numpy as np
 
 from vcam.errors import UserError
 from vcam.net.audio import SAMPLE_RATE
-from vcam.runtime.frames import Frame
-from vcam.runtime.sinks import check_canvas
+from vcam.runtime.frames import Frame, check_canvas
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 1000)
 AAC_FRAME = 1024
@@ -54,6 +53,9 @@ class CallRecording:
     def check(self) -> None:
         if self.path.suffix.lower() != ".mp4":
             raise UserError(f"--sink file:{self.path}: the file sink writes .mp4 files")
+        if self.path.exists():
+            raise UserError(f"--sink file:{self.path} exists (a call never replaces a file, "
+                            "its --input included): choose another name")
 
     def __enter__(self) -> CallRecording:
         import av

@@ -120,16 +120,20 @@ def session_description(document: object, kind: str) -> str:
 
 
 def check_data_channels_only(sdp: str) -> None:
-    """A call's SDP has one media section, WebRTC data channels (SCTP over DTLS), with ICE
-    credentials and a DTLS fingerprint; ``OfferRefused`` for anything else (audio, video,
-    no media at all, or text that is not SDP)."""
+    """A call's SDP has exactly one data-channel section (SCTP over DTLS) and at most one
+    audio section (the voice, RTP over DTLS-SRTP), with ICE credentials and a DTLS
+    fingerprint; ``OfferRefused`` for anything else (video, several audio sections, no data
+    channels, or text that is not SDP)."""
     lines = sdp.splitlines()
     media = [line.split() for line in lines if line.startswith("m=")]
-    channels = (len(media) == 1 and len(media[0]) == 4 and media[0][0] == "m=application"
-                and media[0][2:] == ["UDP/DTLS/SCTP", "webrtc-datachannel"])
-    if not lines or lines[0] != "v=0" or not channels:
-        raise OfferRefused("the session description has no data channels (a vcam call has "
-                           "exactly one data-channel section, no audio or video)")
+    channels = [fields for fields in media if len(fields) == 4 and fields[0] == "m=application"
+                and fields[2:] == ["UDP/DTLS/SCTP", "webrtc-datachannel"]]
+    voices = [fields for fields in media if fields[0] == "m=audio"
+              and len(fields) >= 4 and fields[2] == "UDP/TLS/RTP/SAVPF"]
+    if not lines or lines[0] != "v=0" or len(channels) != 1 or len(voices) > 1 \
+            or len(media) != len(channels) + len(voices):
+        raise OfferRefused("the session description is not a vcam call's (exactly one "
+                           "data-channel section, at most one audio section, no video)")
     for attribute in SDP_REQUIRED_ATTRIBUTES:
         if not any(line.startswith(attribute) for line in lines):
             raise OfferRefused(f"the session description lacks {attribute.rstrip(':')}")
