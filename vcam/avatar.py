@@ -44,6 +44,11 @@ METADATA_KEY = "vcam_avatar"
 # Larger files are refused before they are read (the paper config's G is about 190 MB).
 MAX_AVATAR_BYTES = 400 << 20
 HOME_ENV = "VCAM_HOME"
+# The built-in avatar (scikit-image's astronaut photo), enrolled by each install for itself
+# and cached per model; its creation time is fixed so that two installs with the same model
+# make the same bytes (a call then needs to send nothing).
+BUILTIN_AVATAR_NAME = "astronaut"
+BUILTIN_CREATED = "built-in"
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,11 @@ def vcam_home() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("vcam", appauthor=False))
+
+
+def builtin_cache_dir() -> Path:
+    """Where the built-in avatar is cached, one bundle per model."""
+    return vcam_home() / "cache"
 
 
 def avatars_dir() -> Path:

@@ -22,7 +22,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vcam.avatar import MAX_AVATAR_BYTES, SUFFIX, Avatar, avatar_path, load_avatar
+from vcam.avatar import (
+    BUILTIN_AVATAR_NAME,
+    MAX_AVATAR_BYTES,
+    SUFFIX,
+    Avatar,
+    avatar_path,
+    builtin_cache_dir,
+    load_avatar,
+)
 from vcam.compiled import render_once
 from vcam.errors import UserError
 from vcam.files import atomic_write_bytes
@@ -68,15 +76,24 @@ def describe_avatar(path: Path, avatar: Avatar) -> AvatarInfo:
 
 
 def local_copy(info: AvatarInfo) -> Path | None:
-    """The user's own bundle of the peer's avatar: same name and exactly the same bytes."""
+    """The user's own bundle of the peer's avatar: same name and exactly the same bytes (the
+    built-in avatar, which each side enrolls for itself, is looked for in the cache too)."""
+    for path in own_bundles(info.name):
+        if path.is_file() and path.stat().st_size == info.size \
+                and file_digest(path)[0] == info.sha256:
+            return path
+    return None
+
+
+def own_bundles(name: str) -> list[Path]:
+    """Where one's own bundle of the avatar ``name`` may be."""
     try:
-        path = avatar_path(info.name)
+        paths = [avatar_path(name)]
     except UserError:
-        return None
-    if not path.is_file() or path.stat().st_size != info.size:
-        return None
-    sha256, _ = file_digest(path)
-    return path if sha256 == info.sha256 else None
+        return []
+    if name == BUILTIN_AVATAR_NAME:
+        paths += sorted(builtin_cache_dir().glob(f"{BUILTIN_AVATAR_NAME}-*{SUFFIX}"))
+    return paths
 
 
 def chunk_messages(data: bytes) -> Iterator[bytes]:

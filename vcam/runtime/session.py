@@ -222,7 +222,7 @@ def builtin_avatar(model: Path | None, detector: Callable[[], LandmarkDetector]
                    ) -> AvatarEntry:
     """The built-in avatar for ``model`` (None: the default model), enrolled with the
     detector ``detector()`` gives unless cached."""
-    from vcam.avatar import load_avatar, save_avatar
+    from vcam.avatar import BUILTIN_AVATAR_NAME, BUILTIN_CREATED, load_avatar, save_avatar
     from vcam.data.synthetic import astronaut
     from vcam.enroll import Photo, enroll
     from vcam.models.store import default_model_path, load_models, model_checksum
@@ -237,9 +237,10 @@ def builtin_avatar(model: Path | None, detector: Callable[[], LandmarkDetector]
             logger.warning("enrolling the built-in avatar again: %s", error)
     logger.info("enrolling the built-in avatar (the astronaut photo from scikit-image, "
                 "public domain); it is cached for the next run")
-    avatar, _ = enroll([Photo("astronaut", astronaut())], "astronaut",
+    avatar, _ = enroll([Photo(BUILTIN_AVATAR_NAME, astronaut())], BUILTIN_AVATAR_NAME,
                        load_models(model_path, discriminator=False), detector(),
                        FineTuneSettings(), str(model_path))
+    avatar = dataclasses.replace(avatar, info={**avatar.info, "created": BUILTIN_CREATED})
     save_avatar(avatar, cached, force=True)
     # Loaded back: the saved bundle's checksum finds (or makes) its ONNX form, so even the
     # first run renders with ONNX Runtime.
@@ -247,9 +248,9 @@ def builtin_avatar(model: Path | None, detector: Callable[[], LandmarkDetector]
 
 
 def default_avatar_path(model_checksum: str) -> Path:
-    from vcam.avatar import vcam_home
+    from vcam.avatar import BUILTIN_AVATAR_NAME, SUFFIX, builtin_cache_dir
 
-    return vcam_home() / "cache" / f"astronaut-{model_checksum[:16]}.avatar.safetensors"
+    return builtin_cache_dir() / f"{BUILTIN_AVATAR_NAME}-{model_checksum[:16]}{SUFFIX}"
 
 
 def input_source(settings: RunSettings, entries: list[AvatarEntry]
