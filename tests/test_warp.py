@@ -227,3 +227,42 @@ def test_region_aware_source_takes_the_mouth_from_the_nearest_mouth_shape():
                           .image_for(target))
     with pytest.raises(ValueError, match="source"):
         WarpGuide(crops, landmarks, source="best")
+
+
+def opened(points: np.ndarray, gap: float) -> np.ndarray:
+    """``points`` with the lower inner lip moved down by ``gap`` inter-ocular distances."""
+    moved = np.array(points, np.float32)
+    moved[[65, 66, 67], 1] += gap * np.linalg.norm(points[36] - points[45])
+    return moved
+
+
+def test_only_a_mouth_opening_beyond_the_source_is_painted(face):
+    from vcam.warp import lip_gap, paint_region
+
+    _, points = face
+    closed = opened(points, -lip_gap(points))
+    assert paint_region(closed, closed, 256) is None
+    assert paint_region(opened(closed, 0.02), closed, 256) is None  # lips barely part
+    wide = opened(closed, 0.3)
+    region = paint_region(wide, closed, 256)
+    assert region is not None and region.shape == (256, 256, 1)
+    centre = np.round(wide[[62, 66]].mean(axis=0)).astype(int)
+    assert region[centre[1], centre[0], 0] > 0.95
+    assert region[10, 10, 0] == 0 and float(region.max()) <= 1.0
+    # No hard edge: neighbouring pixels differ by little.
+    assert float(np.abs(np.diff(region[..., 0], axis=1)).max()) < 0.5
+    # A source whose mouth is as open needs no painting.
+    assert paint_region(wide, wide, 256) is None
+
+
+def test_the_warp_is_kept_outside_the_painted_region():
+    from vcam.warp import paint_where_needed
+
+    rendered = np.full((8, 8, 3), 200, np.uint8)
+    warped = np.full((8, 8, 3), 10, np.uint8)
+    assert paint_where_needed(rendered, warped, None) is warped
+    region = np.zeros((8, 8, 1), np.float32)
+    region[2:4, 2:4] = 1.0
+    region[5, 5] = 0.5
+    mixed = paint_where_needed(rendered, warped, region)
+    assert (mixed[2:4, 2:4] == 200).all() and mixed[0, 0, 0] == 10 and mixed[5, 5, 0] == 105

@@ -288,6 +288,48 @@ def mouth_region_mask(target_points: np.ndarray, size: int) -> np.ndarray:
     return cv2.GaussianBlur(mask, (0, 0), sigma)[..., None]
 
 
+# Where the warp cannot be right: the target's inner mouth when its lips part this much more
+# than the mouth's source frame's (inner-lip gap over the inter-ocular distance; the paint
+# region of the snapshot-like training episodes, vcam.train.snapshot.PAINT_STEP).
+PAINT_OPENING = 0.03
+# The paint region grows by this fraction of the mouth's width, then is feathered by it.
+PAINT_GROWTH = 0.12
+INNER_LIP = slice(60, 68)
+
+
+def lip_gap(points: np.ndarray) -> float:
+    """Inner-lip gap (points 65-67 below 61-63) over the inter-ocular distance."""
+    points = np.asarray(points, np.float64)
+    gap = points[[67, 66, 65], 1] - points[[61, 62, 63], 1]
+    return float(gap.mean() / max(np.linalg.norm(points[36] - points[45]), 1e-6))
+
+
+def paint_region(target_points: np.ndarray, source_points: np.ndarray,
+                 size: int) -> np.ndarray | None:
+    """float32 (size, size, 1) in [0, 1]: the target's inner mouth, grown and feathered,
+    when it opens beyond the source's by PAINT_OPENING (None otherwise): the only place a
+    warp-guided avatar shows its painting instead of the warp."""
+    if lip_gap(target_points) - lip_gap(source_points) <= PAINT_OPENING:
+        return None
+    inner = np.asarray(target_points, np.float64)[INNER_LIP]
+    margin = max(PAINT_GROWTH * float(np.ptp(inner[:, 0])), 1.0)
+    mask = np.zeros((size, size), np.float32)
+    cv2.fillPoly(mask, [np.round(inner).astype(np.int32)], 1.0, cv2.LINE_AA)
+    grown = cv2.dilate(mask, cv2.getStructuringElement(
+        cv2.MORPH_ELLIPSE, (2 * int(margin) + 1, 2 * int(margin) + 1)))
+    return cv2.GaussianBlur(grown, (0, 0), margin / 2)[..., None]
+
+
+def paint_where_needed(rendered: np.ndarray, warped: np.ndarray,
+                       region: np.ndarray | None) -> np.ndarray:
+    """The warp, with the rendered pixels inside ``region`` (the warp alone when None):
+    RGB uint8 (S, S, 3)."""
+    if region is None:
+        return warped
+    mixed = region * rendered.astype(np.float32) + (1 - region) * warped.astype(np.float32)
+    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+
+
 class WarpGuide:
     """The warp-guided generator's second input: an enrollment frame warped to the target.
 
@@ -322,6 +364,17 @@ class WarpGuide:
 
     def warped(self, index: int, target_points: np.ndarray) -> np.ndarray:
         return self.warp_from(index).warp(self.crops[index], target_points)
+
+    def mouth_source(self, target_points: np.ndarray) -> int:
+        """The enrollment frame the target's mouth is warped from."""
+        if self.source == "nearest":
+            return self.nearest(target_points)
+        return nearest_by_mouth(self.landmarks, target_points)
+
+    def paint_region(self, target_points: np.ndarray) -> np.ndarray | None:
+        """Where the warp cannot show the target (see :func:`paint_region`)."""
+        source = self.landmarks[self.mouth_source(target_points)]
+        return paint_region(target_points, source, self.crops.shape[1])
 
     def image_for(self, target_points: np.ndarray, exclude: int | None = None) -> np.ndarray:
         """The enrollment frame(s) chosen for the target, warped to ``target_points``: RGB

@@ -48,7 +48,7 @@ from vcam.models.generator import PersonalisedGenerator, generator_input
 from vcam.models.store import load_models
 from vcam.train.episodes import Split
 from vcam.train.finetune import FineTuneSettings, finetune
-from vcam.warp import RUNTIME_WARP_SOURCE, WarpGuide
+from vcam.warp import RUNTIME_WARP_SOURCE, WarpGuide, paint_where_needed
 
 METRICS = ("ssim", "psnr", *REGION_METRICS, "csim", "pose_error")
 
@@ -200,9 +200,13 @@ def render_ours(generator: PersonalisedGenerator, enrollment: Enrolled,
              if generator.generator.config.generator == "warp" else None)
     frames = []
     for points in targets:
-        warped = None if guide is None else to_tensor(guide.image_for(points))[None]
-        inputs = generator_input(to_tensor(rasterise(points, size))[None], warped)
-        frames.append(to_image(generator(inputs)[0]))
+        warped = None if guide is None else guide.image_for(points)
+        inputs = generator_input(to_tensor(rasterise(points, size))[None],
+                                 None if warped is None else to_tensor(warped)[None])
+        rendered = to_image(generator(inputs)[0])
+        # As the runtime shows it: the painting only where the warp cannot be right.
+        frames.append(rendered if guide is None else paint_where_needed(
+            rendered, warped, guide.paint_region(points)))
     return frames
 
 

@@ -47,7 +47,10 @@ class Frame:
         avatar_points: (68, 2) landmarks in avatar-crop pixels, what the generator draws.
         face_state: how ``avatar_points`` were obtained.
         network_input: the generator's (1, C, S, S) input, made from ``avatar_points``.
-        rendered: the generator's RGB uint8 (S, S, 3) crop.
+        warped: the warp-guided generator's warped enrollment (RGB uint8 (S, S, 3)).
+        paint: where the rendered pixels replace the warp ((S, S, 1) in [0, 1], None: the
+            warp everywhere; ``vcam.warp.paint_region``).
+        rendered: the RGB uint8 (S, S, 3) crop shown.
     """
 
     index: int
@@ -60,6 +63,8 @@ class Frame:
     avatar_points: np.ndarray | None = None
     face_state: FaceState = FaceState.NEUTRAL
     network_input: np.ndarray | None = None
+    warped: np.ndarray | None = None
+    paint: np.ndarray | None = None
     rendered: np.ndarray | None = None
 
 

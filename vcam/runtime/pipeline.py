@@ -35,6 +35,7 @@ from vcam.runtime.handoff import Handoff, HandoffClosed
 from vcam.runtime.retarget import Retargeter, RetargetSettings
 from vcam.runtime.sinks import Pacer, Sink, WindowSink
 from vcam.runtime.stats import PipelineStats, StageStats, StatsSnapshot, percentile
+from vcam.warp import paint_where_needed
 
 logger = logging.getLogger("vcam.runtime")
 
@@ -189,6 +190,7 @@ class RenderWorker:
         if guide is not None:  # the warp-guided generator also sees the warped enrollment
             warped = guide.image_for(frame.avatar_points)
             np.multiply(warped.transpose(2, 0, 1), 1 / 127.5, out=network_input[0, 3:])
+            frame.warped, frame.paint = warped, guide.paint_region(frame.avatar_points)
         network_input -= 1.0
         frame.network_input = network_input
         return frame
@@ -198,9 +200,11 @@ class RenderWorker:
             return frame
         if frame.network_input is None:
             self.prepare(frame)
-        rendered = self.library.render(frame.avatar_index, frame.network_input)[0]
-        frame.rendered = to_rgb_image(rendered)
-        frame.network_input = None
+        rendered = to_rgb_image(self.library.render(frame.avatar_index, frame.network_input)[0])
+        # The warp-guided avatar shows its painting only where the warp cannot be right.
+        frame.rendered = rendered if frame.warped is None else paint_where_needed(
+            rendered, frame.warped, frame.paint)
+        frame.network_input = frame.warped = frame.paint = None
         return frame
 
 
