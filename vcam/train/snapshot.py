@@ -31,7 +31,7 @@ from vcam.eval.motion import procrustes_residual
 from vcam.images import to_tensor
 from vcam.landmarks.raster import rasterise
 from vcam.train.episodes import load_frame
-from vcam.warp import PiecewiseAffineWarp
+from vcam.warp import PAINT_OPENING, PiecewiseAffineWarp
 
 MOUTH = slice(ibug.OUTER_LIP.start, ibug.INNER_LIP.stop)
 EYES = (ibug.RIGHT_EYE, ibug.LEFT_EYE)
@@ -41,8 +41,9 @@ CLOSED_MOUTH = 0.05
 # the mouth opens by MOUTH_STEP more, an eye aperture changes by EYE_STEP, or the rigid
 # points leave POSE_STEP of Procrustes residual (the eval's large-pose threshold).
 MOUTH_STEP, EYE_STEP, POSE_STEP = 0.08, 0.04, 0.07
-# The inner-mouth polygon is only painted where the mouth opens by at least this much more.
-PAINT_STEP = 0.03
+# The inner-mouth polygon is painted where the mouth opens by at least this much more: the
+# same rule as the region where the runtime shows the painting (vcam.warp.paint_region).
+PAINT_STEP = PAINT_OPENING
 # Region boxes: side = this x the region's extent, at least MIN_BOX_FRACTION of the image.
 BOX_SCALE, MIN_BOX_FRACTION = 1.5, 0.19
 # Same-clip sources are at least this fraction of the clip away from the target.
