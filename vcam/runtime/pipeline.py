@@ -200,10 +200,15 @@ class RenderWorker:
             return frame
         if frame.network_input is None:
             self.prepare(frame)
-        rendered = to_rgb_image(self.library.render(frame.avatar_index, frame.network_input)[0])
-        # The warp-guided avatar shows its painting only where the warp cannot be right.
-        frame.rendered = rendered if frame.warped is None else paint_where_needed(
-            rendered, frame.warped, frame.paint)
+        # The warp-guided avatar shows its painting only where the warp cannot be right (the
+        # inside of a mouth opening beyond its source); elsewhere the network is not run.
+        if frame.warped is not None and frame.paint is None:
+            frame.rendered = frame.warped
+        else:
+            rendered = to_rgb_image(
+                self.library.render(frame.avatar_index, frame.network_input)[0])
+            frame.rendered = rendered if frame.warped is None else paint_where_needed(
+                rendered, frame.warped, frame.paint)
         frame.network_input = frame.warped = frame.paint = None
         return frame
 

@@ -1,0 +1,63 @@
+"""A warp-guided avatar shows the warp, and runs its network only for an opening mouth."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from vcam.avatar import load_avatar, save_avatar
+from vcam.data.synthetic import astronaut
+from vcam.enroll import Photo, enroll
+from vcam.models.config import get_config
+from vcam.models.store import MetaModels
+from vcam.runtime.avatars import AvatarEntry, AvatarLibrary, RendererSettings
+from vcam.runtime.frames import Frame
+from vcam.runtime.pipeline import RenderWorker
+from vcam.train.finetune import FineTuneSettings
+from vcam.warp import lip_gap
+
+
+@pytest.fixture(scope="module")
+def warp_library(dlib_detector, tmp_path_factory):
+    torch.manual_seed(0)
+    models = MetaModels(dataclasses.replace(get_config("tiny"), generator="warp"), 1).eval()
+    avatar, _ = enroll([Photo("astronaut", astronaut())], "astronaut", models, dlib_detector,
+                       FineTuneSettings())
+    path = save_avatar(avatar, tmp_path_factory.mktemp("warp") / "a.avatar.safetensors")
+    with AvatarLibrary([AvatarEntry(load_avatar(path), path)],
+                       RendererSettings("torch", threads=1)) as library:
+        yield library
+
+
+def rendered_for(library: AvatarLibrary, points: np.ndarray) -> tuple[np.ndarray, int]:
+    """The crop the render stage shows for ``points``, and how often the network ran."""
+    calls = []
+    render = library.render
+    library.render = lambda index, inputs: calls.append(index) or render(index, inputs)
+    try:
+        frame = RenderWorker(library).process(Frame(0, 0.0, 0.0, avatar_points=points))
+    finally:
+        library.render = render
+    return frame.rendered, len(calls)
+
+
+def test_a_closed_mouth_is_the_warp_without_running_the_network(warp_library):
+    neutral = warp_library.avatar(0).neutral_landmarks
+    shown, runs = rendered_for(warp_library, neutral + 0.5)
+    expected = warp_library.warp_guide(0).image_for(neutral + 0.5)
+    assert runs == 0 and np.array_equal(shown, expected)
+
+
+def test_an_opening_mouth_is_painted_inside_and_the_warp_outside(warp_library):
+    neutral = warp_library.avatar(0).neutral_landmarks
+    wide = np.array(neutral, np.float32)
+    wide[[65, 66, 67], 1] += (0.3 - lip_gap(neutral)) * np.linalg.norm(neutral[36] - neutral[45])
+    shown, runs = rendered_for(warp_library, wide)
+    warped = warp_library.warp_guide(0).image_for(wide)
+    assert runs == 1
+    assert np.array_equal(shown[:8, :8], warped[:8, :8])  # far from the mouth: the warp
+    x, y = np.round(wide[[62, 66]].mean(axis=0)).astype(int)
+    assert not np.array_equal(shown[y, x], warped[y, x])  # inside it: the painting
