@@ -26,6 +26,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import Delaunay
 
+from calibration import ibug
+
 # Border points per image side: corners plus BORDER_DIVISIONS - 1 points along every edge.
 BORDER_DIVISIONS = 4
 # Sub-pixel precision of the triangle rasterisation: coordinates are multiplied by 2**SHIFT.
@@ -294,14 +296,17 @@ def mouth_region_mask(target_points: np.ndarray, size: int) -> np.ndarray:
 PAINT_OPENING = 0.03
 # The paint region grows by this fraction of the mouth's width, then is feathered by it.
 PAINT_GROWTH = 0.12
-INNER_LIP = slice(60, 68)
 
 
-def lip_gap(points: np.ndarray) -> float:
-    """Inner-lip gap (points 65-67 below 61-63) over the inter-ocular distance."""
+def lip_gap(points: np.ndarray) -> np.ndarray | float:
+    """Inner-lip gap (points 67-65 below 61-63) over the inter-ocular distance (36-45), for
+    one landmark set (68, 2) or any stack of them (..., 68, 2); about 0 for a closed mouth."""
     points = np.asarray(points, np.float64)
-    gap = points[[67, 66, 65], 1] - points[[61, 62, 63], 1]
-    return float(gap.mean() / max(np.linalg.norm(points[36] - points[45]), 1e-6))
+    gap = (points[..., ibug.LOWER_INNER_LIP, 1] - points[..., ibug.UPPER_INNER_LIP, 1]).mean(-1)
+    right, left = ibug.OUTER_EYE_CORNERS
+    eyes = np.linalg.norm(points[..., right, :] - points[..., left, :], axis=-1)
+    ratio = gap / np.maximum(eyes, 1e-6)
+    return float(ratio) if np.ndim(ratio) == 0 else ratio
 
 
 def paint_region(target_points: np.ndarray, source_points: np.ndarray,
@@ -311,7 +316,7 @@ def paint_region(target_points: np.ndarray, source_points: np.ndarray,
     warp-guided avatar shows its painting instead of the warp."""
     if lip_gap(target_points) - lip_gap(source_points) <= PAINT_OPENING:
         return None
-    inner = np.asarray(target_points, np.float64)[INNER_LIP]
+    inner = np.asarray(target_points, np.float64)[ibug.INNER_LIP]
     margin = max(PAINT_GROWTH * float(np.ptp(inner[:, 0])), 1.0)
     mask = np.zeros((size, size), np.float32)
     cv2.fillPoly(mask, [np.round(inner).astype(np.int32)], 1.0, cv2.LINE_AA)

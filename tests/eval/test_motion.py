@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from calibration.ibug import LOWER_INNER_LIP
 from calibration.sets import Expression, HeadPose, apply_expression, apply_pose, neutral_face
 from vcam.eval.motion import (
     LARGE_POSE,
     LARGE_POSE_THRESHOLD,
-    LOWER_INNER_LIP,
     OPEN_MOUTH,
     OPEN_MOUTH_THRESHOLD,
     SMALL_MOTION,

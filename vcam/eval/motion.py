@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from calibration.ibug import ABOVE_MOUTH, LOWER_INNER_LIP, OUTER_EYE_CORNERS, UPPER_INNER_LIP
-from vcam.warp import nearest_frame
+from calibration.ibug import ABOVE_MOUTH, OUTER_EYE_CORNERS
+from vcam.warp import lip_gap, nearest_frame
 
 SMALL_MOTION, LARGE_POSE, OPEN_MOUTH = "small motion", "large pose", "open mouth"
 MOTIONS = (SMALL_MOTION, LARGE_POSE, OPEN_MOUTH)
@@ -66,8 +66,8 @@ def mouth_opening(points: np.ndarray) -> float:
     """Mean vertical gap between the upper (61-63) and lower (67-65) inner lip, over the
     inter-ocular distance; about 0 for a closed mouth."""
     points = checked(points)
-    gap = points[LOWER_INNER_LIP, 1] - points[UPPER_INNER_LIP, 1]
-    return float(gap.mean() / inter_ocular(points))
+    inter_ocular(points)  # refuses coincident eye corners
+    return lip_gap(points)
 
 
 def procrustes_residual(source: np.ndarray, target: np.ndarray) -> float:

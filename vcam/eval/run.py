@@ -201,12 +201,14 @@ def render_ours(generator: PersonalisedGenerator, enrollment: Enrolled,
     frames = []
     for points in targets:
         warped = None if guide is None else guide.image_for(points)
+        region = None if guide is None else guide.paint_region(points)
+        if guide is not None and region is None:  # as the runtime shows it: the warp
+            frames.append(warped)
+            continue
         inputs = generator_input(to_tensor(rasterise(points, size))[None],
                                  None if warped is None else to_tensor(warped)[None])
         rendered = to_image(generator(inputs)[0])
-        # As the runtime shows it: the painting only where the warp cannot be right.
-        frames.append(rendered if guide is None else paint_where_needed(
-            rendered, warped, guide.paint_region(points)))
+        frames.append(rendered if guide is None else paint_where_needed(rendered, warped, region))
     return frames
 
 

@@ -175,34 +175,42 @@ class RenderWorker:
         self._landmark_images: dict[int, np.ndarray] = {}
 
     def prepare(self, frame: Frame) -> Frame:
-        """``frame.network_input``: (1, C, S, S) float32 in [-1, 1], a new array per frame
-        (the render stage may still be using the previous one)."""
+        """What the render stage needs: for the warp-guided generator the warped enrollment
+        (``frame.warped``) and where to paint (``frame.paint``); and, when the network is to
+        run, ``frame.network_input``: (1, C, S, S) float32 in [-1, 1], a new array per frame
+        (the render stage may still be using the previous one). A warp-guided avatar runs
+        its network only where the warp cannot be right (the inside of a mouth opening
+        beyond its source); elsewhere the warp is what it shows."""
         if frame.avatar_points is None:
             return frame
-        index = frame.avatar_index
-        size = self.library.crop_size(index)
-        guide = self.library.warp_guide(index)
+        guide = self.library.warp_guide(frame.avatar_index)
+        if guide is not None:
+            frame.warped = guide.image_for(frame.avatar_points)
+            frame.paint = guide.paint_region(frame.avatar_points)
+            if frame.paint is None:
+                return frame
+        frame.network_input = self.network_input(frame, frame.warped)
+        return frame
+
+    def network_input(self, frame: Frame, warped: np.ndarray | None) -> np.ndarray:
+        """The landmark image (and the warped enrollment) as the generator's input."""
+        size = self.library.crop_size(frame.avatar_index)
         landmark_image = self._landmark_images.setdefault(size, np.zeros((size, size, 3),
                                                                           np.uint8))
-        network_input = np.empty((1, 3 if guide is None else 6, size, size), np.float32)
+        network_input = np.empty((1, 3 if warped is None else 6, size, size), np.float32)
         rasterise(frame.avatar_points, size, out=landmark_image)
         np.multiply(landmark_image.transpose(2, 0, 1), 1 / 127.5, out=network_input[0, :3])
-        if guide is not None:  # the warp-guided generator also sees the warped enrollment
-            warped = guide.image_for(frame.avatar_points)
+        if warped is not None:
             np.multiply(warped.transpose(2, 0, 1), 1 / 127.5, out=network_input[0, 3:])
-            frame.warped, frame.paint = warped, guide.paint_region(frame.avatar_points)
         network_input -= 1.0
-        frame.network_input = network_input
-        return frame
+        return network_input
 
     def process(self, frame: Frame) -> Frame:
         if frame.avatar_points is None:
             return frame
-        if frame.network_input is None:
+        if frame.network_input is None and frame.warped is None:
             self.prepare(frame)
-        # The warp-guided avatar shows its painting only where the warp cannot be right (the
-        # inside of a mouth opening beyond its source); elsewhere the network is not run.
-        if frame.warped is not None and frame.paint is None:
+        if frame.network_input is None:  # nothing to paint: the warp
             frame.rendered = frame.warped
         else:
             rendered = to_rgb_image(

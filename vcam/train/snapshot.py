@@ -28,13 +28,13 @@ import torch
 from calibration import ibug
 from vcam.data.clips import Clip
 from vcam.eval.motion import procrustes_residual
+from vcam.eval.regions import MOUTH_POINTS, region_box
 from vcam.images import to_tensor
 from vcam.landmarks.raster import rasterise
 from vcam.train.episodes import load_frame
-from vcam.warp import PAINT_OPENING, PiecewiseAffineWarp
+from vcam.warp import PAINT_OPENING, PiecewiseAffineWarp, lip_gap
 
-MOUTH = slice(ibug.OUTER_LIP.start, ibug.INNER_LIP.stop)
-EYES = (ibug.RIGHT_EYE, ibug.LEFT_EYE)
+EYES = tuple(tuple(range(eye.start, eye.stop)) for eye in (ibug.RIGHT_EYE, ibug.LEFT_EYE))
 # A source counts as a closed-mouth snapshot below this inner-lip gap (inter-ocular units).
 CLOSED_MOUTH = 0.05
 # The warp is wrong when the target moves this far from the source (inter-ocular units):
@@ -44,8 +44,9 @@ MOUTH_STEP, EYE_STEP, POSE_STEP = 0.08, 0.04, 0.07
 # The inner-mouth polygon is painted where the mouth opens by at least this much more: the
 # same rule as the region where the runtime shows the painting (vcam.warp.paint_region).
 PAINT_STEP = PAINT_OPENING
-# Region boxes: side = this x the region's extent, at least MIN_BOX_FRACTION of the image.
-BOX_SCALE, MIN_BOX_FRACTION = 1.5, 0.19
+# Region boxes (vcam.eval.regions.region_box, as the evaluation measures them): at least this
+# fraction of the image a side for the mouth, half of it for each eye.
+MIN_BOX_FRACTION = 0.19
 # Same-clip sources are at least this fraction of the clip away from the target.
 FAR_FRACTION = 1 / 3
 REGION_CHANNELS = ("mouth", "eyes", "paint")
@@ -64,9 +65,8 @@ class FaceStates:
         points = np.asarray(landmarks, np.float64)
         right, left = ibug.OUTER_EYE_CORNERS
         iod = np.maximum(np.linalg.norm(points[:, right] - points[:, left], axis=1), 1e-6)
-        lips = points[:, ibug.LOWER_INNER_LIP, 1] - points[:, ibug.UPPER_INNER_LIP, 1]
         lids = points[:, ibug.LOWER_LIDS, 1] - points[:, ibug.UPPER_LIDS, 1]
-        return cls(lips.mean(1) / iod, lids.mean(1) / iod, iod)
+        return cls(np.atleast_1d(lip_gap(points)), lids.mean(1) / iod, iod)
 
 
 def warp_difficulty(source_points: np.ndarray, source_state: tuple[float, float],
@@ -81,26 +81,16 @@ def warp_difficulty(source_points: np.ndarray, source_state: tuple[float, float]
     return np.maximum(np.maximum(mouth, eyes), pose)
 
 
-def region_box(points: np.ndarray, size: int,
-               min_fraction: float = MIN_BOX_FRACTION) -> tuple[int, int, int, int]:
-    """A square box (x0, y0, x1, y1) around ``points``: BOX_SCALE x their extent, at least
-    ``min_fraction`` of the image, clipped to it."""
-    low, high = points.min(0), points.max(0)
-    side = max(BOX_SCALE * float((high - low).max()), min_fraction * size)
-    centre = (low + high) / 2
-    x0, y0 = np.clip(np.round(centre - side / 2), 0, size - 1).astype(int)
-    x1, y1 = np.clip(np.round(centre + side / 2), 1, size).astype(int)
-    return int(x0), int(y0), int(x1), int(y1)
-
-
 def region_maps(target: np.ndarray, paint: bool, size: int) -> np.ndarray:
     """(3, S, S) float32: the mouth box, the eye boxes and (when ``paint``) the target's
     inner-mouth polygon, slightly dilated."""
     maps = np.zeros((3, size, size), np.float32)
-    x0, y0, x1, y1 = region_box(target[MOUTH], size)
+    x0, y0, x1, y1 = region_box(target, MOUTH_POINTS, (size, size),
+                                min_side=round(MIN_BOX_FRACTION * size))
     maps[0, y0:y1, x0:x1] = 1
     for eye in EYES:
-        x0, y0, x1, y1 = region_box(target[eye], size, MIN_BOX_FRACTION / 2)
+        x0, y0, x1, y1 = region_box(target, eye, (size, size),
+                                    min_side=round(MIN_BOX_FRACTION * size / 2))
         maps[1, y0:y1, x0:x1] = 1
     if paint:
         polygon = np.round(target[ibug.INNER_LIP]).astype(np.int32)
