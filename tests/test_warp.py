@@ -255,6 +255,22 @@ def test_only_a_mouth_opening_beyond_the_source_is_painted(face):
     assert paint_region(wide, wide, 256) is None
 
 
+def test_the_painting_fades_in_as_the_mouth_opens(face):
+    from vcam.warp import PAINT_FULL, PAINT_OPENING, lip_gap, paint_region, paint_strength
+
+    assert paint_strength(PAINT_OPENING) == 0.0 and paint_strength(PAINT_FULL) == 1.0
+    assert paint_strength(1.0) == 1.0 and paint_strength(-1.0) == 0.0
+    openings = np.linspace(PAINT_OPENING, PAINT_FULL, 7)
+    assert np.all(np.diff([paint_strength(value) for value in openings]) > 0)
+    _, points = face
+    closed = opened(points, -lip_gap(points))
+    halfway = (PAINT_OPENING + PAINT_FULL) / 2
+    peaks = {gap: float(paint_region(opened(closed, gap), closed, 256).max())
+             for gap in (PAINT_OPENING + 0.002, halfway, PAINT_FULL + 0.01)}
+    assert peaks[PAINT_OPENING + 0.002] < 0.1  # no pop where painting starts
+    assert 0.4 < peaks[halfway] < 0.6 and peaks[PAINT_FULL + 0.01] > 0.95
+
+
 def test_the_warp_is_kept_outside_the_painted_region():
     from vcam.warp import paint_where_needed
 
