@@ -56,6 +56,10 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
     meta.add_argument("--init", type=Path, default=None,
                       help="start a new run from this model file or run (E, G and D)")
     add_cost_options(meta)
+    meta.add_argument("--weight-average", type=float, default=0.0, metavar="DECAY",
+                      help="checkpoints hold an exponential moving average of the weights "
+                      "with this decay per step, e.g. 0.995 (about the last 200 steps); "
+                      "0: the trained weights")
     meta.add_argument("--json", action="store_true", help="print the result as JSON")
     add_train_export(stages)
 
@@ -97,6 +101,14 @@ def loss_weights(text: str):
 def fraction(option: str, value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise UserError(f"{option} must be between 0 and 1, got {value}")
+    return value
+
+
+def weight_decay_option(value: float) -> float:
+    """``--weight-average``: 0 (off) or a decay below 1."""
+    if not 0.0 <= value < 1.0:
+        raise UserError(f"--weight-average must be 0 (off) or a decay below 1, e.g. 0.995; "
+                        f"got {value}")
     return value
 
 
@@ -156,7 +168,8 @@ def run_train_meta_command(args: argparse.Namespace) -> int:
         episodes=args.episodes, cross_clip=fraction("--cross-clip", args.cross_clip),
         hard_targets=fraction("--hard-targets", args.hard_targets),
         init=str(args.init.resolve()) if args.init else None,
-        vgg_size=args.vgg_size, discriminator_every=args.discriminator_every)
+        vgg_size=args.vgg_size, discriminator_every=args.discriminator_every,
+        weight_average=weight_decay_option(args.weight_average))
     config = dataclasses.replace(get_config(args.config), generator=args.generator)
     result = run_meta_training(args.data, args.out, config, settings,
                                resume=args.resume, device=args.device, quiet=args.json)

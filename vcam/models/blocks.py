@@ -199,6 +199,20 @@ def apply_spectral_norm(module: nn.Module) -> nn.Module:
     return module
 
 
+@torch.no_grad()
+def refresh_spectral_norm(module: nn.Module, iterations: int) -> nn.Module:
+    """Run ``iterations`` power iterations on every spectrally normalised weight in ``module``
+    (in place), so the stored vectors fit the current weights (e.g. after averaging them);
+    the module keeps its train/eval mode."""
+    was_training = module.training
+    module.train()
+    layers = [layer for layer in module.modules() if parametrize.is_parametrized(layer, "weight")]
+    for _ in range(iterations):
+        for layer in layers:
+            layer.weight  # noqa: B018 -- in train mode, reading the weight iterates once
+    return module.train(was_training)
+
+
 def layers_without_spectral_norm(module: nn.Module) -> list[str]:
     """Names of the Conv2d and Linear layers in ``module`` whose weight is not normalised."""
     return [

@@ -24,6 +24,10 @@ LATEST = "latest"
 WEIGHTS_FILE = "weights.safetensors"
 OPTIMISER_FILE = "optimisers.safetensors"
 STATE_FILE = "state.json"
+# The networks a checkpoint holds: MODELS is the model (what evaluation, export and --init
+# read); TRAINED, when present, the weights being optimised while MODELS is their average.
+MODELS = "models"
+TRAINED = "training"
 
 
 @dataclass(frozen=True)
@@ -111,12 +115,20 @@ def load_checkpoint(folder: Path) -> Checkpoint:
     return Checkpoint(folder, state, weights, optimisers)
 
 
+def module_state(checkpoint: Checkpoint, name: str) -> dict[str, torch.Tensor]:
+    """The state dict of the networks saved under ``name``."""
+    prefix = f"{name}."
+    return {key[len(prefix):]: value for key, value in checkpoint.weights.items()
+            if key.startswith(prefix)}
+
+
+def holds_module(checkpoint: Checkpoint, name: str) -> bool:
+    return any(key.startswith(f"{name}.") for key in checkpoint.weights)
+
+
 def restore_modules(checkpoint: Checkpoint, modules: dict[str, torch.nn.Module]) -> None:
     for name, module in modules.items():
-        prefix = f"{name}."
-        own = {key[len(prefix):]: value for key, value in checkpoint.weights.items()
-               if key.startswith(prefix)}
-        module.load_state_dict(own)
+        module.load_state_dict(module_state(checkpoint, name))
 
 
 def restore_optimisers(checkpoint: Checkpoint,

@@ -26,6 +26,7 @@ from vcam.models.losses import (
     region_terms,
 )
 from vcam.models.store import MetaModels
+from vcam.train.averaging import WeightAverage
 
 # A generated batch whose every image has a pixel standard deviation below this is "flat".
 FLAT_IMAGE_STD = 0.01
@@ -67,6 +68,9 @@ class MetaSettings:
     vgg_size: int = 0
     # The adversarial terms and D's update every this many steps (1: every step, the paper).
     discriminator_every: int = 1
+    # Checkpoints hold an exponential moving average of the weights with this decay per
+    # step (vcam.train.averaging); 0: the trained weights themselves.
+    weight_average: float = 0.0
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -104,6 +108,8 @@ class MetaTrainer:
                 models.discriminator.parameters(), lr=settings.lr_discriminator,
                 betas=(0.5, 0.999)),
         }
+        self.average = (WeightAverage(models, settings.weight_average)
+                        if settings.weight_average > 0 else None)
         self.flat_steps = 0
         self.steps_done = 0
 
@@ -130,6 +136,8 @@ class MetaTrainer:
         losses = {name: float(value) for name, value in
                   (generator_terms | discriminator_terms).items()}
         self.check(losses, fake)
+        if self.average is not None:
+            self.average.update(self.models)
         losses["l1"] = float((fake.float() - batch["target"]).abs().mean())
         losses["embedding"] = float(embeddings.abs().mean())
         return losses

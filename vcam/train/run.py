@@ -33,8 +33,12 @@ from vcam.models.generator import generator_input
 from vcam.models.losses import LossWeights
 from vcam.models.store import MetaModels, load_models
 from vcam.train.checkpoint import (
+    MODELS,
+    TRAINED,
+    holds_module,
     latest_checkpoint,
     load_checkpoint,
+    module_state,
     restore_modules,
     restore_optimisers,
     save_checkpoint,
@@ -295,14 +299,17 @@ def build_trainer(plan: RunPlan, process: Process, out: Path) -> tuple[MetaTrain
     models = MetaModels(plan.config, len(plan.train_clips))
     latest = latest_checkpoint(out)
     checkpoint = load_checkpoint(latest) if latest is not None else None
+    averaged = checkpoint is not None and holds_module(checkpoint, TRAINED)
     if checkpoint is not None:
-        restore_modules(checkpoint, {"models": models})
+        restore_modules(checkpoint, {TRAINED if averaged else MODELS: models})
     elif plan.settings.init:
         warm_start(models, Path(plan.settings.init))
     models.to(process.device).train()
     trainer = MetaTrainer(models, plan.settings, process.device, wrap_for(process))
     if checkpoint is not None:
         restore_optimisers(checkpoint, trainer.optimisers)
+        if averaged and trainer.average is not None:
+            trainer.average.restore(module_state(checkpoint, MODELS))
     return trainer, checkpoint.step if checkpoint is not None else 0
 
 
@@ -320,11 +327,19 @@ def warm_start(models: MetaModels, source: Path) -> None:
     models.load_state_dict(fitting, strict=False)
 
 
+def checkpoint_modules(trainer: MetaTrainer) -> dict[str, torch.nn.Module]:
+    """What a checkpoint holds: the model (the weight average when the run keeps one, with
+    the trained weights beside it for ``--resume``)."""
+    if trainer.average is None:
+        return {MODELS: trainer.models}
+    return {MODELS: trainer.average.settled(trainer.models), TRAINED: trainer.models}
+
+
 def checkpoint_now(out: Path, step: int, trainer: MetaTrainer, plan: RunPlan,
                    process: Process) -> None:
     prints = replica_fingerprints(trainer.models, process)
     if process.writes:
-        save_checkpoint(out, step, {"models": trainer.models}, trainer.optimisers,
+        save_checkpoint(out, step, checkpoint_modules(trainer), trainer.optimisers,
                         {"replica_fingerprints": prints, "world_size": process.world,
                          "config": plan.config.to_dict()},
                         keep=plan.settings.keep_checkpoints)
