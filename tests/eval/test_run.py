@@ -29,6 +29,10 @@ def check_report(out, shots: list[int], methods: set[str], clips: int) -> dict:
     table = (out / "metrics.md").read_text()
     assert "warping baseline" in table and "ours, feed-forward" in table
     assert "## By motion" in table and "## By subset" in table and "mouth PSNR" in table
+    assert "## Against the warp" in table
+    assert {(row["method"], row["shots"], row["subset"]) for row in report["versus_warp"]} == {
+        (method, k, subset) for method in methods - {"warp"} for k in shots
+        for subset in SUBSETS}
     check_motion_rows(report)
     check_subset_rows(report)
     assert len(list((out / "grids").glob("*.png"))) == clips * len(shots)
@@ -81,7 +85,8 @@ def test_eval_writes_every_output(tiny_model, tiny_dataset, tmp_path, capsys):
                     "--max-clips", "2", "--finetune-steps", "2", "--json") == 0
     printed = json.loads(capsys.readouterr().out)
     report = check_report(out, [1, 2], {"ff", "ft", "warp"}, clips=2)
-    assert printed == {key: report[key] for key in ("overall", "by_subset", "by_motion")}
+    assert printed == {key: report[key]
+                       for key in ("overall", "versus_warp", "by_subset", "by_motion")}
     assert all(row["frames"] == 5 for row in report["per_clip"])
     grid = cv2.imread(str(next((out / "grids").glob("*.png"))))
     assert grid.shape[1] == 64 * 6  # enrollment, landmarks, real, ff, ft, warp

@@ -21,6 +21,14 @@ from vcam.eval.motion import (
 )
 from vcam.eval.regions import BOX_SCALE, MIN_BOX_SIDE, MOUTH_POINTS, mouth_difference, region_box
 from vcam.eval.run import METRICS, ClipResult, ClipRun, flicker_rows
+from vcam.eval.versus import (
+    CONFIDENCE,
+    MIN_CLIPS,
+    VERSUS_HEADERS,
+    VERSUS_METRICS,
+    cell,
+    versus_rows,
+)
 from vcam.files import atomic_write_text, is_within
 from vcam.landmarks.raster import rasterise
 from vcam.shared import repository_root
@@ -126,9 +134,24 @@ def motion_table(by_motion: list[dict]) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
+def versus_table(versus: list[dict]) -> str:
+    lines = table_lines(
+        ["method", "K", "subset", "clips", "frames", *VERSUS_HEADERS],
+        [[METHOD_NAMES[row["method"]], str(row["shots"]), row["subset"], str(row["clips"]),
+          str(row["frames"]), *(cell(row[name]) for name in VERSUS_METRICS)]
+         for row in versus])
+    notes = ["", "Ours minus the warping baseline on the same frames (same K), pooled over the "
+             f"subset's frames, with a {CONFIDENCE:.0%} interval from a bootstrap over clips "
+             "(frames of one clip are not independent): better or worse when the interval "
+             f"excludes 0, else a tie. No interval below {MIN_CLIPS} clips."]
+    return "\n".join(lines + notes) + "\n"
+
+
 def markdown_report(report: dict) -> str:
-    """metrics.md: the overall table, the table by subset, then by kind of motion."""
-    return (markdown_table(report["overall"]) + "\n## By subset\n\n"
+    """metrics.md: the overall table, ours against the warp, the table by subset, then by
+    kind of motion."""
+    return (markdown_table(report["overall"]) + "\n## Against the warp\n\n"
+            + versus_table(report["versus_warp"]) + "\n## By subset\n\n"
             + subset_table(report["by_subset"]) + "\n## By motion\n\n"
             + motion_table(report["by_motion"]))
 
@@ -264,7 +287,9 @@ def write_report(out: Path, results: list[ClipResult], settings_record: dict,
     fps = float(first.clip.meta.get("fps", 25.0)) * len(first.indices) / span
     write_video(out / "side_by_side.mp4", first, min(run.shots for run in first.runs),
                 max(fps, 1.0))
+    frames = [row for result in results for run in result.runs for row in run.rows]
     report = {"settings": settings_record, "overall": overall,
+              "versus_warp": versus_rows(frames),
               "by_subset": subset_rows(results), "by_motion": motion_rows(results),
               "per_clip": clip_rows}
     atomic_write_text(out / "metrics.md", markdown_report(report))
