@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
-import pytest
-import torch
 
-from vcam.avatar import load_avatar, save_avatar
-from vcam.data.synthetic import astronaut
-from vcam.enroll import Photo, enroll
-from vcam.models.config import get_config
-from vcam.models.store import MetaModels
-from vcam.runtime.avatars import AvatarEntry, AvatarLibrary, RendererSettings
+from vcam.runtime.avatars import AvatarLibrary
 from vcam.runtime.frames import Frame
 from vcam.runtime.pipeline import RenderWorker
-from vcam.train.finetune import FineTuneSettings
 from vcam.warp import lip_gap
-
-
-@pytest.fixture(scope="module")
-def warp_library(dlib_detector, tmp_path_factory):
-    torch.manual_seed(0)
-    models = MetaModels(dataclasses.replace(get_config("tiny"), generator="warp"), 1).eval()
-    avatar, _ = enroll([Photo("astronaut", astronaut())], "astronaut", models, dlib_detector,
-                       FineTuneSettings())
-    path = save_avatar(avatar, tmp_path_factory.mktemp("warp") / "a.avatar.safetensors")
-    with AvatarLibrary([AvatarEntry(load_avatar(path), path)],
-                       RendererSettings("torch", threads=1)) as library:
-        yield library
 
 
 def rendered_for(library: AvatarLibrary, points: np.ndarray) -> tuple[np.ndarray, int]:
@@ -38,9 +16,11 @@ def rendered_for(library: AvatarLibrary, points: np.ndarray) -> tuple[np.ndarray
     render = library.render
     library.render = lambda index, inputs: calls.append(index) or render(index, inputs)
     try:
-        frame = RenderWorker(library).process(Frame(0, 0.0, 0.0, avatar_points=points))
+        worker = RenderWorker(library)
+        frame = worker.process(Frame(0, 0.0, 0.0, avatar_points=points))
     finally:
         library.render = render
+    assert worker.frames_painted == len(calls)  # the run's summary counts what ran
     return frame.rendered, len(calls)
 
 

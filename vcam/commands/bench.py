@@ -136,7 +136,12 @@ def add_pipeline_bench(benches) -> None:
                          help="generator variant of the random model used without --model")
     command.add_argument("--model", type=Path,
                          help="a trained model (e.g. vcam/weights/default.safetensors)")
-    command.add_argument("--frames", type=positive_int, default=150)
+    command.add_argument("--frames", type=positive_int, default=150,
+                         help="frames per run (at most this many of --clip)")
+    command.add_argument("--clip", type=Path,
+                         help="a video to drive the avatar instead of the synthetic astronaut "
+                         "(e.g. a recording of yourself talking: an opening mouth makes a "
+                         "warp-guided avatar run its network); scaled down to fit 640x480")
     add_backend_option(command, "inference engine (default: the fastest available)")
     command.add_argument("--threads", type=positive_int)
     command.add_argument("--layout", choices=("paste", "tile"), default="paste",
@@ -151,7 +156,8 @@ def run_pipeline_bench_command(args: argparse.Namespace) -> int:
 
     report = run_pipeline_bench(args.config, args.frames, args.backend, args.threads,
                                 generator=args.generator, model=args.model,
-                                layout=args.layout, precision=args.precision)
+                                layout=args.layout, precision=args.precision,
+                                clip=args.clip)
     print(json.dumps(report, indent=1) if args.json else "\n".join(pipeline_bench_lines(report)))
     return 0
 

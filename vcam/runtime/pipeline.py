@@ -75,7 +75,9 @@ class RunSummary:
     """What a run did, for the command's report and for tests.
 
     ``face_states`` counts the frames output per face state (tracking, holding, easing,
-    neutral) and the "camera lost" cards; ``frames_by_avatar`` the frames of each avatar.
+    neutral) and the "camera lost" cards; ``frames_by_avatar`` the frames of each avatar;
+    ``frames_painted`` the frames rendered on which the generator network ran (a warp-guided
+    avatar runs it only where the mouth opens beyond its source: the rest show the warp).
     """
 
     reason: str
@@ -91,6 +93,7 @@ class RunSummary:
     stage_ms: dict[str, float]
     face_states: dict[str, int] = field(default_factory=dict)
     frames_by_avatar: dict[str, int] = field(default_factory=dict)
+    frames_painted: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -173,6 +176,7 @@ class RenderWorker:
     def __init__(self, library: AvatarLibrary) -> None:
         self.library = library
         self._landmark_images: dict[int, np.ndarray] = {}
+        self.frames_painted = 0  # frames on which the network ran
 
     def prepare(self, frame: Frame) -> Frame:
         """What the render stage needs: for the warp-guided generator the warped enrollment
@@ -215,6 +219,7 @@ class RenderWorker:
         else:
             rendered = to_rgb_image(
                 self.library.render(frame.avatar_index, frame.network_input)[0])
+            self.frames_painted += 1
             frame.rendered = rendered if frame.warped is None else paint_where_needed(
                 rendered, frame.warped, frame.paint)
         frame.network_input = frame.warped = frame.paint = None
@@ -465,4 +470,5 @@ class Pipeline:
             stage_ms={name: stage.run_median() for name, stage in self.stats.stages.items()},
             face_states=dict(self.face_states),
             frames_by_avatar=dict(self.frames_by_avatar),
+            frames_painted=self.renderer.frames_painted,
         )
