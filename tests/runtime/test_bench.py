@@ -113,6 +113,7 @@ def test_painted_frames_are_the_frames_the_network_ran_on(clip, mouth_clips, war
         warp_library.render = render
     assert summary.frames_rendered == CLIP_FRAMES
     assert summary.frames_painted == len(calls)
+    assert f"({len(calls)} painted by the network)" in summary.lines()[1]  # what `vcam run` prints
     if clip == "closed":
         assert summary.frames_painted == 0
     else:  # none before the mouth first opens (the tracker's smoothing lets an opening

@@ -101,8 +101,9 @@ class RunSummary:
     def lines(self) -> list[str]:
         stages = ", ".join(f"{name} {ms:.1f}" for name, ms in self.stage_ms.items())
         return [f"stopped: {self.reason}",
-                f"frames: {self.frames_captured} captured, {self.frames_rendered} rendered, "
-                f"{self.frames_output} output, {self.dropped} dropped",
+                f"frames: {self.frames_captured} captured, {self.frames_rendered} rendered "
+                f"({self.frames_painted} painted by the network), {self.frames_output} output, "
+                f"{self.dropped} dropped",
                 f"{self.fps:.1f} frames/s; capture-to-sink latency {self.latency_median_ms:.0f} "
                 f"ms median, {self.latency_p95_ms:.0f} ms p95",
                 f"median ms per frame: {stages}"]
