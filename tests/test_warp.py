@@ -282,3 +282,24 @@ def test_the_warp_is_kept_outside_the_painted_region():
     region[5, 5] = 0.5
     mixed = paint_where_needed(rendered, warped, region)
     assert (mixed[2:4, 2:4] == 200).all() and mixed[0, 0, 0] == 10 and mixed[5, 5, 0] == 105
+
+
+def test_the_painting_is_no_more_colourful_than_the_enrollment(face):
+    from vcam.warp import WarpGuide, chroma_limit, limit_chroma
+
+    photo, points = face
+    grey_photo = np.repeat(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    assert chroma_limit(grey_photo) < 1.0 < 20.0 < chroma_limit(photo)
+    red_mouth = np.zeros_like(photo)
+    red_mouth[...] = (150, 40, 50)
+    greyed = limit_chroma(red_mouth, 0.0)
+    assert np.ptp(greyed.astype(int), axis=2).max() <= 2  # no colour left
+    luma = cv2.cvtColor(red_mouth, cv2.COLOR_RGB2YCrCb)[..., 0].astype(int)
+    assert np.abs(cv2.cvtColor(greyed, cv2.COLOR_RGB2YCrCb)[..., 0] - luma).max() <= 1
+    assert np.abs(limit_chroma(red_mouth, 255.0).astype(int) - red_mouth).max() <= 2
+    region = np.ones(photo.shape[:2] + (1,), np.float32)
+    for crops, coloured in ((grey_photo, False), (photo, True)):
+        guide = WarpGuide(crops[None], points[None])
+        painted = guide.paint(red_mouth, crops, region).astype(int)
+        assert (np.ptp(painted, axis=2).max() > 60) == coloured
+        assert guide.paint(red_mouth, crops, None) is crops

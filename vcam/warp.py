@@ -302,6 +302,9 @@ PAINT_OPENING = 0.03
 PAINT_FULL = 0.09
 # The paint region grows by this fraction of the mouth's width, then is feathered by it.
 PAINT_GROWTH = 0.12
+# The painting's chroma is capped at this percentile of the enrollment photos' (the network
+# learnt red mouths from colour video and paints them into black-and-white photos too).
+CHROMA_PERCENTILE = 99
 
 
 def lip_gap(points: np.ndarray) -> np.ndarray | float:
@@ -339,6 +342,27 @@ def paint_region(target_points: np.ndarray, source_points: np.ndarray,
     return strength * cv2.GaussianBlur(grown, (0, 0), margin / 2)[..., None]
 
 
+def chroma_limit(photos: np.ndarray) -> float:
+    """How colourful the enrollment photos (..., S, S, 3) RGB uint8 are at most: the 99th
+    percentile of their chroma (distance from grey in the YCrCb plane); about 0 for a
+    black-and-white photo."""
+    pixels = np.asarray(photos, np.uint8).reshape(-1, 1, 3)
+    chroma = cv2.cvtColor(pixels, cv2.COLOR_RGB2YCrCb)[..., 1:].astype(np.float32) - 128
+    return float(np.percentile(np.hypot(chroma[..., 0], chroma[..., 1]), CHROMA_PERCENTILE))
+
+
+def limit_chroma(image: np.ndarray, limit: float) -> np.ndarray:
+    """``image`` (RGB uint8) with its chroma scaled down wherever it exceeds ``limit``,
+    brightness kept: a painting no more colourful than the photos it stands in for."""
+    converted = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    chroma = converted[..., 1:] - 128
+    magnitude = np.hypot(chroma[..., 0], chroma[..., 1])
+    scale = np.minimum(1.0, limit / np.maximum(magnitude, 1e-6))
+    converted[..., 1:] = 128 + chroma * scale[..., None]
+    limited = np.clip(np.round(converted), 0, 255).astype(np.uint8)
+    return cv2.cvtColor(limited, cv2.COLOR_YCrCb2RGB)
+
+
 def paint_where_needed(rendered: np.ndarray, warped: np.ndarray,
                        region: np.ndarray | None) -> np.ndarray:
     """The warp, with the rendered pixels inside ``region`` (the warp alone when None):
@@ -368,6 +392,7 @@ class WarpGuide:
         self.crops = crops
         self.landmarks = np.asarray(landmarks, np.float32)
         self.source = source
+        self.chroma_limit = chroma_limit(crops)
         self._warps: dict[int, PiecewiseAffineWarp] = {}
 
     def warp_from(self, index: int) -> PiecewiseAffineWarp:
@@ -394,6 +419,14 @@ class WarpGuide:
         """Where the warp cannot show the target (see :func:`paint_region`)."""
         source = self.landmarks[self.mouth_source(target_points)]
         return paint_region(target_points, source, self.crops.shape[1])
+
+    def paint(self, rendered: np.ndarray, warped: np.ndarray,
+              region: np.ndarray | None) -> np.ndarray:
+        """The warp with the network's painting inside ``region`` (see
+        :func:`paint_where_needed`), the painting no more colourful than the enrollment."""
+        if region is None:
+            return warped
+        return paint_where_needed(limit_chroma(rendered, self.chroma_limit), warped, region)
 
     def image_for(self, target_points: np.ndarray, exclude: int | None = None) -> np.ndarray:
         """The enrollment frame(s) chosen for the target, warped to ``target_points``: RGB

@@ -48,7 +48,7 @@ from vcam.models.generator import PersonalisedGenerator, generator_input
 from vcam.models.store import load_models
 from vcam.train.episodes import Split
 from vcam.train.finetune import FineTuneSettings, finetune
-from vcam.warp import RUNTIME_WARP_SOURCE, WarpGuide, paint_where_needed
+from vcam.warp import RUNTIME_WARP_SOURCE, WarpGuide
 
 METRICS = ("ssim", "psnr", *REGION_METRICS, "csim", "pose_error")
 
@@ -208,7 +208,7 @@ def render_ours(generator: PersonalisedGenerator, enrollment: Enrolled,
         inputs = generator_input(to_tensor(rasterise(points, size))[None],
                                  None if warped is None else to_tensor(warped)[None])
         rendered = to_image(generator(inputs)[0])
-        frames.append(rendered if guide is None else paint_where_needed(rendered, warped, region))
+        frames.append(rendered if guide is None else guide.paint(rendered, warped, region))
     return frames
 
 

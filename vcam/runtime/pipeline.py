@@ -35,7 +35,6 @@ from vcam.runtime.handoff import Handoff, HandoffClosed
 from vcam.runtime.retarget import Retargeter, RetargetSettings
 from vcam.runtime.sinks import Pacer, Sink, WindowSink
 from vcam.runtime.stats import PipelineStats, StageStats, StatsSnapshot, percentile
-from vcam.warp import paint_where_needed
 
 logger = logging.getLogger("vcam.runtime")
 
@@ -221,7 +220,8 @@ class RenderWorker:
             rendered = to_rgb_image(
                 self.library.render(frame.avatar_index, frame.network_input)[0])
             self.frames_painted += 1
-            frame.rendered = rendered if frame.warped is None else paint_where_needed(
+            guide = self.library.warp_guide(frame.avatar_index)
+            frame.rendered = rendered if guide is None or frame.warped is None else guide.paint(
                 rendered, frame.warped, frame.paint)
         frame.network_input = frame.warped = frame.paint = None
         return frame
