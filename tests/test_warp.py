@@ -297,7 +297,7 @@ def test_the_painting_is_no_more_colourful_than_the_enrollment(face):
     luma = cv2.cvtColor(red_mouth, cv2.COLOR_RGB2YCrCb)[..., 0].astype(int)
     assert np.abs(cv2.cvtColor(greyed, cv2.COLOR_RGB2YCrCb)[..., 0] - luma).max() <= 1
     assert np.abs(limit_chroma(red_mouth, 255.0).astype(int) - red_mouth).max() <= 2
-    region = np.ones(photo.shape[:2] + (1,), np.float32)
+    region = np.ones((*photo.shape[:2], 1), np.float32)
     for crops, coloured in ((grey_photo, False), (photo, True)):
         guide = WarpGuide(crops[None], points[None])
         painted = guide.paint(red_mouth, crops, region).astype(int)
