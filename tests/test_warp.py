@@ -303,3 +303,20 @@ def test_the_painting_is_no_more_colourful_than_the_enrollment(face):
         painted = guide.paint(red_mouth, crops, region).astype(int)
         assert (np.ptp(painted, axis=2).max() > 60) == coloured
         assert guide.paint(red_mouth, crops, None) is crops
+
+
+def test_painting_blends_only_the_box_around_the_region_and_changes_nothing_else(face):
+    from vcam.warp import lip_gap, paint_region, paint_where_needed, painted_box
+
+    photo, points = face
+    size = photo.shape[0]
+    closed = opened(points, -lip_gap(points))
+    region = paint_region(opened(closed, 0.3), closed, size)
+    rows, columns = painted_box(region)
+    assert 0 < (rows.stop - rows.start) * (columns.stop - columns.start) < size * size / 4
+    rendered = np.random.default_rng(0).integers(0, 256, photo.shape, np.uint8)
+    whole = region * rendered.astype(np.float32) + (1 - region) * photo.astype(np.float32)
+    expected = np.clip(np.round(whole), 0, 255).astype(np.uint8)
+    painted = paint_where_needed(rendered, photo, region)
+    assert np.array_equal(painted, expected) and painted is not photo
+    assert painted_box(np.zeros_like(region)) is None

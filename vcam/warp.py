@@ -21,6 +21,8 @@ affine of the nearest covered pixel, or the identity when nothing is covered at 
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import cv2
 import numpy as np
 from scipy import ndimage
@@ -363,14 +365,29 @@ def limit_chroma(image: np.ndarray, limit: float) -> np.ndarray:
     return cv2.cvtColor(limited, cv2.COLOR_YCrCb2RGB)
 
 
-def paint_where_needed(rendered: np.ndarray, warped: np.ndarray,
-                       region: np.ndarray | None) -> np.ndarray:
+def painted_box(region: np.ndarray) -> tuple[slice, slice] | None:
+    """The rows and columns that hold every pixel of ``region`` above 0 (None: no pixel)."""
+    rows = np.flatnonzero(region.any(axis=(1, 2)))
+    if rows.size == 0:
+        return None
+    columns = np.flatnonzero(region.any(axis=(0, 2)))
+    return slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
+
+
+def paint_where_needed(rendered: np.ndarray, warped: np.ndarray, region: np.ndarray | None,
+                       adjust=lambda painting: painting) -> np.ndarray:
     """The warp, with the rendered pixels inside ``region`` (the warp alone when None):
-    RGB uint8 (S, S, 3)."""
-    if region is None:
+    RGB uint8 (S, S, 3). Only the box around the region is blended (and passed through
+    ``adjust``, e.g. :func:`limit_chroma`); the rest is the warp's pixels, copied."""
+    box = None if region is None else painted_box(region)
+    if box is None:
         return warped
-    mixed = region * rendered.astype(np.float32) + (1 - region) * warped.astype(np.float32)
-    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+    weight = region[box]
+    painting = adjust(rendered[box]).astype(np.float32)
+    mixed = weight * painting + (1 - weight) * warped[box].astype(np.float32)
+    result = warped.copy()
+    result[box] = np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+    return result
 
 
 class WarpGuide:
@@ -392,8 +409,12 @@ class WarpGuide:
         self.crops = crops
         self.landmarks = np.asarray(landmarks, np.float32)
         self.source = source
-        self.chroma_limit = chroma_limit(crops)
         self._warps: dict[int, PiecewiseAffineWarp] = {}
+
+    @cached_property
+    def chroma_cap(self) -> float:
+        """The enrollment's :func:`chroma_limit`, worked out when a painting first needs it."""
+        return chroma_limit(self.crops)
 
     def warp_from(self, index: int) -> PiecewiseAffineWarp:
         """The warp of enrollment frame ``index``, triangulated on first use."""
@@ -424,9 +445,8 @@ class WarpGuide:
               region: np.ndarray | None) -> np.ndarray:
         """The warp with the network's painting inside ``region`` (see
         :func:`paint_where_needed`), the painting no more colourful than the enrollment."""
-        if region is None:
-            return warped
-        return paint_where_needed(limit_chroma(rendered, self.chroma_limit), warped, region)
+        return paint_where_needed(rendered, warped, region,
+                                  lambda painting: limit_chroma(painting, self.chroma_cap))
 
     def image_for(self, target_points: np.ndarray, exclude: int | None = None) -> np.ndarray:
         """The enrollment frame(s) chosen for the target, warped to ``target_points``: RGB
