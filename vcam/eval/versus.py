@@ -30,15 +30,21 @@ CONFIDENCE = 0.95
 SEED = 0
 
 
-def frame_differences(ours: list[dict], warp: list[dict], subset: str,
-                      metric: str) -> dict[str, list[float]]:
-    """Per clip, ours minus the warp's ``metric`` on each frame of ``subset`` (frames where
-    either figure is missing are left out)."""
+def paired_frames(ours: list[dict], warp: list[dict]) -> list[tuple[dict, dict]]:
+    """Each of our frame rows with the warp's row of the same clip and frame (frames the
+    warp was not scored on are left out)."""
     baseline = {(row["clip"], row["frame"]): row for row in warp}
+    return [(row, baseline[key]) for row in ours
+            if (key := (row["clip"], row["frame"])) in baseline]
+
+
+def frame_differences(pairs: list[tuple[dict, dict]], subset: str,
+                      metric: str) -> dict[str, list[float]]:
+    """Per clip, ours minus the warp's ``metric`` on each paired frame of ``subset`` (frames
+    where either figure is missing are left out)."""
     by_clip: dict[str, list[float]] = defaultdict(list)
-    for row in ours:
-        paired = baseline.get((row["clip"], row["frame"]))
-        if paired is None or subset not in row["subsets"]:
+    for row, paired in pairs:
+        if subset not in row["subsets"]:
             continue
         difference = capped(metric, row[metric]) - capped(metric, paired[metric])
         if math.isfinite(difference):
@@ -79,8 +85,9 @@ def versus_rows(frame_rows: list[dict]) -> list[dict]:
         warp = runs.get((BASELINE, shots))
         if method == BASELINE or warp is None:
             continue
+        pairs = paired_frames(ours, warp)
         for subset in SUBSETS:
-            figures = {metric: compare(frame_differences(ours, warp, subset, metric))
+            figures = {metric: compare(frame_differences(pairs, subset, metric))
                        for metric in VERSUS_METRICS}
             clips = {row["clip"] for row in ours if subset in row["subsets"]}
             frames = sum(subset in row["subsets"] for row in ours)
