@@ -3,6 +3,7 @@
 import asyncio
 import json
 import logging
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
@@ -228,6 +229,19 @@ def test_a_junk_offer_is_answered_400_and_leaves_the_call_free(junk):
     status, body = asyncio.run(with_server(answerer, job))
     assert status == 400 and "bad offer" in body["error"]
     assert answerer.pc is None and not answerer.answered.is_set()
+
+
+def test_a_freed_attempt_forgets_its_voice_track():
+    from vcam.net.voice import AudioLink
+
+    link = AudioLink(None)
+    answerer = Answerer(IceSettings(host_addresses=("127.0.0.1",)), link)
+    link.on_track(SimpleNamespace(kind="audio"))
+    assert link.remote_track is not None
+    asyncio.run(answerer.free())
+    replacement = SimpleNamespace(kind="audio")
+    link.on_track(replacement)  # the next, successful attempt's voice is the one played
+    assert link.remote_track is replacement and answerer.abandoned == 1
 
 
 def test_an_abandoned_offer_frees_the_call_for_the_real_peer(real_offer):

@@ -265,6 +265,8 @@ class Answerer:
         self.taps.clear()
         self.answered.clear()
         self.abandoned += 1
+        if self.audio is not None:  # the next attempt's voice track, not this one's
+            self.audio.remote_track = None
         if pc is not None:
             await pc.close()
 
