@@ -17,7 +17,7 @@ def rendered_for(library: AvatarLibrary, points: np.ndarray) -> tuple[np.ndarray
     library.render = lambda index, inputs: calls.append(index) or render(index, inputs)
     try:
         worker = RenderWorker(library)
-        frame = worker.process(Frame(0, 0.0, 0.0, avatar_points=points))
+        frame = worker.process(worker.prepare(Frame(0, 0.0, 0.0, avatar_points=points)))
     finally:
         library.render = render
     assert worker.frames_painted == len(calls)  # the run's summary counts what ran

@@ -199,8 +199,9 @@ class RenderWorker:
     def network_input(self, frame: Frame, warped: np.ndarray | None) -> np.ndarray:
         """The landmark image (and the warped enrollment) as the generator's input."""
         size = self.library.crop_size(frame.avatar_index)
-        landmark_image = self._landmark_images.setdefault(size, np.zeros((size, size, 3),
-                                                                          np.uint8))
+        if size not in self._landmark_images:
+            self._landmark_images[size] = np.zeros((size, size, 3), np.uint8)
+        landmark_image = self._landmark_images[size]
         network_input = np.empty((1, 3 if warped is None else 6, size, size), np.float32)
         rasterise(frame.avatar_points, size, out=landmark_image)
         np.multiply(landmark_image.transpose(2, 0, 1), 1 / 127.5, out=network_input[0, :3])
@@ -210,19 +211,19 @@ class RenderWorker:
         return network_input
 
     def process(self, frame: Frame) -> Frame:
+        """The frame :meth:`prepare` made ready, rendered: the network's output (painted into
+        the warp for a warp-guided avatar), or the warp alone where there is nothing to
+        paint."""
         if frame.avatar_points is None:
             return frame
-        if frame.network_input is None and frame.warped is None:
-            self.prepare(frame)
         if frame.network_input is None:  # nothing to paint: the warp
             frame.rendered = frame.warped
         else:
             rendered = to_rgb_image(
                 self.library.render(frame.avatar_index, frame.network_input)[0])
             self.frames_painted += 1
-            guide = self.library.warp_guide(frame.avatar_index)
-            frame.rendered = rendered if guide is None or frame.warped is None else guide.paint(
-                rendered, frame.warped, frame.paint)
+            frame.rendered = rendered if frame.warped is None else self.library.warp_guide(
+                frame.avatar_index).paint(rendered, frame.warped, frame.paint)
         frame.network_input = frame.warped = frame.paint = None
         return frame
 
