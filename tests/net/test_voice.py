@@ -224,3 +224,20 @@ def test_without_an_output_device_the_call_says_so_once():
         speaker.close()
         pytest.skip("this machine has a sound output device")
     assert len(said) == 1 and "goes on without the peer's voice" in said[0]
+
+
+@pytest.mark.parametrize(("name", "size", "message"), [
+    ("call.avi", (320, 240), "writes .mp4"),
+    ("call.mp4", (321, 240), "even width"),
+])
+def test_a_call_recording_is_refused_before_the_call_when_h264_cannot_hold_it(
+        name, size, message, tmp_path):
+    from vcam.errors import UserError
+    from vcam.net.recording import CallRecording
+
+    with pytest.raises(UserError, match=message):
+        CallRecording(tmp_path / name, *size, 30.0).check()
+    existing = tmp_path / "kept.mp4"
+    existing.write_bytes(b"x")
+    with pytest.raises(UserError, match="never replaces"):
+        CallRecording(existing, 320, 240, 30.0).check()

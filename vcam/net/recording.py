@@ -25,6 +25,7 @@ import numpy as np
 
 from vcam.errors import UserError
 from vcam.net.audio import SAMPLE_RATE
+from vcam.runtime.file_sink import check_output_file
 from vcam.runtime.frames import Frame, check_canvas
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 1000)
@@ -51,11 +52,11 @@ class CallRecording:
         self.frames_written = 0
 
     def check(self) -> None:
-        if self.path.suffix.lower() != ".mp4":
-            raise UserError(f"--sink file:{self.path}: the file sink writes .mp4 files")
+        """The file sink's checks (an .mp4 at an even size), and no replacing at all."""
         if self.path.exists():
             raise UserError(f"--sink file:{self.path} exists (a call never replaces a file, "
                             "its --input included): choose another name")
+        check_output_file(self.path, self.width, self.height, force=False)
 
     def __enter__(self) -> CallRecording:
         import av
