@@ -18,7 +18,13 @@ from calibration.sets import Expression, apply_expression
 from tests.net.test_call import LOOPBACK_ICE, call_homes, in_process_call, serve_process
 from vcam.avatar import load_avatar
 from vcam.cli import main
-from vcam.net.audio import AudioInputSpec, AudioSync, SpeakerOutput, VoiceSource
+from vcam.net.audio import (
+    SAMPLE_RATE,
+    AudioInputSpec,
+    AudioSync,
+    SpeakerOutput,
+    VoiceSource,
+)
 from vcam.net.avatar_exchange import describe_avatar
 from vcam.net.call import CallSettings, LocalSide, join_call
 from vcam.net.lipsync import (
@@ -134,6 +140,31 @@ def test_the_audio_timeline_follows_the_landmark_clock_and_sets_the_delay():
     due = sync.due_us(4800, 2_100_000 + 1_000_000 + 110_000 + 6_500)
     assert sync.delay_us >= 130_000 and jitter.delay_ms == sync.delay_us / 1000
     assert abs(due - (2_100_000 - 6_500 + 1_000_000 + sync.delay_us)) <= 1
+
+
+def test_a_frame_a_peer_claims_is_due_minutes_ahead_is_refused():
+    """A hostile or broken peer's clocks cannot make the outputs queue minutes of silence:
+    a frame due more than MAX_PLAYOUT_DELAY_US after it arrived is not placed."""
+    from vcam.net.audio import MAX_PLAYOUT_DELAY_US
+
+    class Jitter:
+        clock_offset_us, delay_ms, minimum_delay_us = 1_000_000, None, 0
+
+        def set_target_delay(self, milliseconds):
+            self.delay_ms = milliseconds
+
+    sync = AudioSync(50.0, Jitter())
+    sync.set_origin(2_000_000)
+    arrival = 2_100_000 + 1_000_000 + 110_000 + 6_500
+    first = sync.due_us(4800, arrival)
+    ahead = 30 * 60 * SAMPLE_RATE  # 30 minutes of samples into the peer's stream, now
+    assert sync.due_us(4800 + ahead, arrival + 20_000) is None
+    assert sync.unplaced == 1 and sync.placed == 1
+    # The next honest frame is placed as if the claim had never come.
+    assert abs(sync.due_us(4800 + 960, arrival + 20_000) - (first + 20_000)) <= 1
+    sync.set_origin(2_000_000 + 3_600_000_000)  # a peer whose origin jumps an hour
+    assert sync.due_us(4800 + 1920, arrival + 40_000) is None
+    assert MAX_PLAYOUT_DELAY_US >= 1_000_000  # far above any real play-out delay
 
 
 @pytest.mark.parametrize("wraps", [1, -1, 2])

@@ -51,6 +51,9 @@ QUEUED_PACKETS = 50
 DELAY_MARGIN_US = 20_000
 DELAY_WINDOW = 100
 DELAY_DECAY_US = 500
+# A frame due later than this after it arrived is refused (counted as unplaced): the peer's
+# clocks say so, and honouring them would queue that much silence before it.
+MAX_PLAYOUT_DELAY_US = 2_000_000
 AUDIO_SUFFIXES = {".wav", ".mp3", ".ogg", ".opus", ".flac", ".m4a", ".aac", ".mp4", ".mkv",
                   ".webm", ".mov"}
 NO_INPUT_HINT = ("pass --audio-input none for a call without your voice, or --audio-input "
@@ -383,6 +386,9 @@ class AudioSync:
             return None
         sender_us = self.origin_us + pts * 1_000_000 // SAMPLE_RATE - OPUS_LOOKAHEAD_US
         own = arrival_us - sender_us
+        if self.own_offset_us is not None and own < self.own_offset_us - MAX_PLAYOUT_DELAY_US:
+            self.unplaced += 1  # from far ahead of every frame before it: not believed
+            return None
         self.own_offset_us = own if self.own_offset_us is None else min(self.own_offset_us, own)
         landmark_offset = self.jitter.clock_offset_us if self.jitter is not None else None
         # Landmark packets carry capture times modulo 2**32 µs (71.6 min of the sender's
@@ -392,6 +398,9 @@ class AudioSync:
         self.lateness.append(arrival_us - (sender_us + offset))
         self.follow(max(self.lateness) + DELAY_MARGIN_US)
         due = sender_us + offset + self.delay_us
+        if due - arrival_us > MAX_PLAYOUT_DELAY_US:
+            self.unplaced += 1
+            return None
         self.placed += 1
         self.late += due < arrival_us
         return due
