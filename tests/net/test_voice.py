@@ -272,3 +272,32 @@ def test_a_call_recording_is_refused_before_the_call_when_h264_cannot_hold_it(
     existing.write_bytes(b"x")
     with pytest.raises(UserError, match="never replaces"):
         CallRecording(existing, 320, 240, 30.0).check()
+
+
+def test_a_failing_voice_output_is_dropped_and_the_others_play_on():
+    import av
+
+    from vcam.net.audio import VoiceReceiver
+
+    class Broken:
+        def play(self, samples, due_us):
+            raise OSError("disk full")
+
+    class Kept:
+        def __init__(self):
+            self.played = []
+
+        def play(self, samples, due_us):
+            self.played.append(len(samples))
+
+    sync = AudioSync(50.0)
+    sync.set_origin(0)
+    kept, broken = Kept(), Broken()
+    receiver = VoiceReceiver(None, sync, [broken, kept])
+    for index in range(3):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 2 * 960), np.int16), format="s16",
+                                           layout="stereo")
+        frame.sample_rate, frame.pts = SAMPLE_RATE, index * 960
+        receiver.take(frame, 1_000_000 + index * 20_000)
+    assert kept.played == [960, 960, 960] and receiver.outputs == [kept]
+    assert receiver.output_errors == ["Broken: disk full"]

@@ -428,7 +428,8 @@ def mono_int16(frame: Any) -> np.ndarray:
 class VoiceReceiver:
     """Reads the peer's voice from the remote track (on the loop) and hands each frame, with
     its due time, to the outputs. Counts frames and the CPU time spent decoding and
-    passing them on."""
+    passing them on. An output that fails is dropped (its error kept for the report); the
+    others go on playing."""
 
     def __init__(self, track: Any, sync: AudioSync, outputs: list[AudioOutput]) -> None:
         self.track = track
@@ -437,6 +438,7 @@ class VoiceReceiver:
         self.frames = 0
         self.samples = 0
         self.cpu_seconds = 0.0
+        self.output_errors: list[str] = []
 
     async def run(self) -> None:
         from aiortc.mediastreams import MediaStreamError
@@ -457,8 +459,12 @@ class VoiceReceiver:
         samples = mono_int16(frame)
         self.frames += 1
         self.samples += len(samples)
-        for output in self.outputs:
-            output.play(samples, due)
+        for output in list(self.outputs):
+            try:
+                output.play(samples, due)
+            except Exception as error:  # one broken output must not silence the others
+                self.outputs.remove(output)
+                self.output_errors.append(f"{type(output).__name__}: {one_line(error)}")
 
 
 class SpeakerOutput:

@@ -171,7 +171,7 @@ class VoiceCall:
             report["received"] = {
                 "frames": receiver.frames, "seconds": receiver.samples / 48000,
                 "unplaced": sync.unplaced, "late": sync.late,
-                "delay_ms": sync.delay_us / 1000,
+                "delay_ms": sync.delay_us / 1000, "output_errors": receiver.output_errors,
                 "cpu_percent": 100 * receiver.cpu_seconds / seconds if seconds > 0 else 0.0}
         return report
 
