@@ -43,6 +43,9 @@ class LossWeights:
     mouth_vgg: float = 0.0
     paint: float = 0.0
     mask_open: float = 0.0
+    # The hinge term of a patch critic on the mouth box alone (vcam.models.mouth_critic),
+    # against the smooth fill the L1 terms favour where teeth or a dark cavity belong.
+    mouth_adversarial: float = 0.0
 
     @classmethod
     def parse(cls, text: str) -> LossWeights:

@@ -28,6 +28,9 @@ STATE_FILE = "state.json"
 # read); TRAINED, when present, the weights being optimised while MODELS is their average.
 MODELS = "models"
 TRAINED = "training"
+# The run's mouth critic (vcam.models.mouth_critic), when it has one: kept to resume, never
+# exported.
+MOUTH_CRITIC = "mouth_critic"
 
 
 @dataclass(frozen=True)

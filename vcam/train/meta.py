@@ -19,12 +19,14 @@ from vcam.models.generator import generator_input
 from vcam.models.losses import (
     ContentLoss,
     LossWeights,
+    box_crops,
     discriminator_hinge,
     embedding_match,
     feature_matching,
     generator_adversarial,
     region_terms,
 )
+from vcam.models.mouth_critic import CROP_SIDE, MouthCritic
 from vcam.models.store import MetaModels
 from vcam.train.averaging import WeightAverage
 
@@ -110,6 +112,12 @@ class MetaTrainer:
         }
         self.average = (WeightAverage(models, settings.weight_average)
                         if settings.weight_average > 0 else None)
+        self.mouth_critic = None
+        if settings.losses.mouth_adversarial > 0:
+            self.mouth_critic = wrap(MouthCritic().to(device))
+            self.optimisers["mouth_critic"] = torch.optim.Adam(
+                self.mouth_critic.parameters(), lr=settings.lr_discriminator,
+                betas=(0.5, 0.999))
         self.flat_steps = 0
         self.steps_done = 0
 
@@ -133,6 +141,8 @@ class MetaTrainer:
         discriminator_terms = {}
         for _ in range(self.settings.discriminator_steps if adversarial else 0):
             discriminator_terms = self.discriminator_step(batch, fake, embeddings)
+        if self.criticises_mouths(batch):
+            discriminator_terms |= self.mouth_critic_step(batch, fake)
         losses = {name: float(value) for name, value in
                   (generator_terms | discriminator_terms).items()}
         self.check(losses, fake)
@@ -158,6 +168,8 @@ class MetaTrainer:
                                       mask.float(), batch["target"], batch["regions"])
             if adversarial:
                 terms |= self.adversarial_terms(discriminator, fake, batch)
+            if self.criticises_mouths(batch):
+                terms["mouth_adversarial"] = self.mouth_adversarial_term(fake, batch)
             columns = discriminator.video_embeddings[:, batch["video"]].T.detach()
             terms["match"] = weights.match * embedding_match(columns, embeddings.float())
         total = sum(terms.values())
@@ -182,6 +194,40 @@ class MetaTrainer:
         return {"adversarial": weights.adversarial * generator_adversarial(fake_scores),
                 "feature_matching": weights.feature_matching * feature_matching(
                     fake_features, real_features)}
+
+    def criticises_mouths(self, batch: dict[str, Tensor]) -> bool:
+        """Whether this run's mouth critic can see this batch (only snapshot episodes
+        carry the mouth boxes)."""
+        return self.mouth_critic is not None and "regions" in batch
+
+    def mouth_pairs(self, frames: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The mouth boxes of ``frames`` and of the target landmark images, 64x64 px."""
+        boxes = batch["regions"][:, 0]
+        return (box_crops(frames, boxes, CROP_SIDE),
+                box_crops(batch["target_landmarks"], boxes, CROP_SIDE))
+
+    def mouth_adversarial_term(self, fake: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """G's hinge term against the mouth critic (held frozen, like D)."""
+        critic = unwrap(self.mouth_critic)
+        critic.requires_grad_(False)
+        scores = critic(*self.mouth_pairs(fake, batch))
+        critic.requires_grad_(True)
+        return self.settings.losses.mouth_adversarial * generator_adversarial(scores.float())
+
+    def mouth_critic_step(self, batch: dict[str, Tensor], fake: Tensor) -> dict[str, Tensor]:
+        """The mouth critic's hinge loss on the real and the generated mouths."""
+        with self.autocast():
+            mouths, landmarks = self.mouth_pairs(batch["target"], batch)
+            real_scores = self.mouth_critic(mouths, landmarks)
+            fake_scores = self.mouth_critic(self.mouth_pairs(fake, batch)[0], landmarks)
+            hinge = discriminator_hinge(real_scores.float(), fake_scores.float())
+        optimiser = self.optimisers["mouth_critic"]
+        optimiser.zero_grad(set_to_none=True)
+        hinge.backward()
+        optimiser.step()
+        return {"mouth_critic": hinge.detach(),
+                "mouth_real_score": real_scores.mean().detach(),
+                "mouth_fake_score": fake_scores.mean().detach()}
 
     def discriminator_step(self, batch: dict[str, Tensor], fake: Tensor,
                            embeddings: Tensor) -> dict[str, Tensor]:

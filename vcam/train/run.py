@@ -34,7 +34,9 @@ from vcam.models.losses import LossWeights
 from vcam.models.store import MetaModels, load_models
 from vcam.train.checkpoint import (
     MODELS,
+    MOUTH_CRITIC,
     TRAINED,
+    Checkpoint,
     holds_module,
     latest_checkpoint,
     load_checkpoint,
@@ -49,7 +51,7 @@ from vcam.train.episodes import (
     load_frame,
     split_identities,
 )
-from vcam.train.meta import DivergedError, MetaSettings, MetaTrainer
+from vcam.train.meta import DivergedError, MetaSettings, MetaTrainer, unwrap
 from vcam.train.snapshot import SnapshotEpisodes
 from vcam.warp import WarpGuide
 
@@ -307,10 +309,17 @@ def build_trainer(plan: RunPlan, process: Process, out: Path) -> tuple[MetaTrain
     models.to(process.device).train()
     trainer = MetaTrainer(models, plan.settings, process.device, wrap_for(process))
     if checkpoint is not None:
-        restore_optimisers(checkpoint, trainer.optimisers)
+        restore_training_aids(checkpoint, trainer)
         if averaged and trainer.average is not None:
             trainer.average.restore(module_state(checkpoint, MODELS))
     return trainer, checkpoint.step if checkpoint is not None else 0
+
+
+def restore_training_aids(checkpoint: Checkpoint, trainer: MetaTrainer) -> None:
+    """The optimisers, and the run's mouth critic, as the checkpoint left them."""
+    if trainer.mouth_critic is not None:
+        restore_modules(checkpoint, {MOUTH_CRITIC: unwrap(trainer.mouth_critic)})
+    restore_optimisers(checkpoint, trainer.optimisers)
 
 
 def warm_start(models: MetaModels, source: Path) -> None:
@@ -330,9 +339,12 @@ def warm_start(models: MetaModels, source: Path) -> None:
 def checkpoint_modules(trainer: MetaTrainer) -> dict[str, torch.nn.Module]:
     """What a checkpoint holds: the model (the weight average when the run keeps one, with
     the trained weights beside it for ``--resume``)."""
-    if trainer.average is None:
-        return {MODELS: trainer.models}
-    return {MODELS: trainer.average.settled(trainer.models), TRAINED: trainer.models}
+    modules: dict[str, torch.nn.Module] = {MODELS: trainer.models}
+    if trainer.average is not None:
+        modules = {MODELS: trainer.average.settled(trainer.models), TRAINED: trainer.models}
+    if trainer.mouth_critic is not None:
+        modules[MOUTH_CRITIC] = unwrap(trainer.mouth_critic)
+    return modules
 
 
 def checkpoint_now(out: Path, step: int, trainer: MetaTrainer, plan: RunPlan,
