@@ -12,6 +12,8 @@ from vcam.eval.regions import (
     EYE_POINTS,
     MIN_BOX_SIDE,
     MOUTH_POINTS,
+    interior_match,
+    interior_spread,
     mouth_difference,
     region_box,
     region_scores,
@@ -80,3 +82,41 @@ def test_region_scores_see_only_their_box():
     assert scores["eye_ssim"] == pytest.approx(1.0) and math.isinf(scores["eye_psnr"])
     assert mouth_difference(rendered, real, face) > 50
     assert mouth_difference(real, real, face) == 0
+
+
+def open_mouth(gap: float) -> np.ndarray:
+    """A neutral face whose inner lips (60-67) open ``gap`` px around the mouth's centre."""
+    face = neutral_face(SIZE).astype(np.float64)
+    centre = face[60:68].mean(axis=0)
+    angles = np.linspace(np.pi, -np.pi, 8, endpoint=False)
+    face[60:68] = centre + np.stack([30 * np.cos(angles), gap / 2 * np.sin(angles)], axis=1)
+    return face
+
+
+def test_the_mouth_interior_tells_teeth_and_cavity_from_a_smooth_fill():
+    face = open_mouth(24)
+    centre_row = round(float(face[60:68, 1].mean()))
+    teeth_and_cavity = np.full((SIZE, SIZE, 3), 128, np.uint8)
+    teeth_and_cavity[:centre_row] = 240  # teeth above, a dark cavity below
+    teeth_and_cavity[centre_row:] = 20
+    smooth = np.full((SIZE, SIZE, 3), 150, np.uint8)
+    assert interior_spread(teeth_and_cavity, face) > 0.8
+    assert interior_spread(smooth, face) == 0
+    assert interior_match(teeth_and_cavity, teeth_and_cavity, face) == 1
+    assert interior_match(smooth, teeth_and_cavity, face) < 0.1
+    # Symmetric: teeth painted into a plain dark cavity are as wrong as a fill over teeth.
+    assert interior_match(teeth_and_cavity, smooth, face) == interior_match(
+        smooth, teeth_and_cavity, face)
+    # Two near-uniform interiors match, whatever their small difference in spread.
+    faint = smooth.copy()
+    faint[:centre_row] = 155
+    assert interior_match(faint, smooth, face) == 1
+    scores = region_scores(smooth, teeth_and_cavity, face)
+    assert scores["mouth_interior"] < 0.1
+
+
+def test_a_shut_mouth_has_no_interior_to_score():
+    face = open_mouth(0.5)
+    image = np.full((SIZE, SIZE, 3), 128, np.uint8)
+    assert math.isnan(interior_spread(image, face))
+    assert math.isnan(region_scores(image, image, face)["mouth_interior"])

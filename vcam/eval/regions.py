@@ -6,12 +6,18 @@ enrollment frame shows (an open mouth, closed eyes). Each region is a square box
 landmarks (iBUG 300-W order: mouth 48-67, eyes 36-47) whose side is :data:`BOX_SCALE` times the
 larger extent of those landmarks, at least :data:`MIN_BOX_SIDE` pixels, clipped to the image.
 The box comes from the *target* landmarks, so every method is scored on the same pixels.
+
+Inside an open mouth a second figure, ``mouth_interior``, asks whether the rendering shows what
+the real frame shows there: bright teeth against a dark cavity spread the luma of the
+inner-lip polygon (landmarks 60-67) widely, a smooth fill does not. It is the ratio of the
+smaller to the larger of the two spreads (rendered, real), 1 when they match.
 """
 
 from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from vcam.eval.metrics import psnr, ssim
@@ -24,7 +30,15 @@ REGIONS = {"mouth": MOUTH_POINTS, "eye": EYE_POINTS}
 BOX_SCALE = 1.5
 # The smallest box side in pixels; keeps SSIM's 7x7 window meaningful on a small region.
 MIN_BOX_SIDE = 48
-REGION_METRICS = tuple(f"{region}_{metric}" for region in REGIONS for metric in ("ssim", "psnr"))
+INNER_LIP_POINTS = tuple(range(60, 68))
+REGION_METRICS = (*(f"{region}_{metric}" for region in REGIONS for metric in ("ssim", "psnr")),
+                  "mouth_interior")
+# An inner-lip polygon whose mean height (area over width) is below this share of its width,
+# or that covers fewer pixels, is a shut mouth: no interior to compare.
+MIN_INTERIOR_OPENING = 0.1
+MIN_INTERIOR_PIXELS = 30
+# Spreads below this (of luma in 0-1) count as this: two near-uniform interiors match.
+MIN_SPREAD = 0.05
 
 Box = tuple[int, int, int, int]
 
@@ -62,7 +76,36 @@ def region_scores(rendered: np.ndarray, real: np.ndarray, points: np.ndarray) ->
         first, second = crop(rendered, box), crop(real, box)
         scores[f"{name}_ssim"] = ssim(first, second) if usable else math.nan
         scores[f"{name}_psnr"] = psnr(first, second) if usable else math.nan
+    scores["mouth_interior"] = interior_match(rendered, real, points)
     return scores
+
+
+def interior_spread(image: np.ndarray, points: np.ndarray) -> float:
+    """The luma spread (90th minus 10th percentile, luma 0-1) inside the inner-lip polygon
+    of ``points`` in an RGB uint8 ``image``: about 0.4 where teeth and a dark cavity show,
+    low for a smooth fill; ``nan`` for a shut mouth (see :data:`MIN_INTERIOR_OPENING`)."""
+    polygon = np.asarray(points, np.float32)[list(INNER_LIP_POINTS)]
+    width = float(np.ptp(polygon[:, 0]))
+    if cv2.contourArea(polygon) < MIN_INTERIOR_OPENING * width * width:
+        return math.nan
+    mask = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
+    luma = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[mask > 0]
+    if luma.size < MIN_INTERIOR_PIXELS:
+        return math.nan
+    low, high = np.percentile(luma, [10, 90])
+    return float(high - low) / 255.0
+
+
+def interior_match(rendered: np.ndarray, real: np.ndarray, points: np.ndarray) -> float:
+    """The smaller over the larger luma spread of the mouth's interior in the two frames
+    (see :func:`interior_spread`): 1 when the rendering shows the real frame's contrast of
+    teeth and cavity, low for a smooth fill where they show; ``nan`` for a shut mouth."""
+    spreads = [interior_spread(image, points) for image in (rendered, real)]
+    if any(math.isnan(spread) for spread in spreads):
+        return math.nan
+    floored = [max(spread, MIN_SPREAD) for spread in spreads]
+    return min(floored) / max(floored)
 
 
 def mouth_difference(first: np.ndarray, second: np.ndarray, points: np.ndarray) -> float:

@@ -21,7 +21,8 @@ from vcam.eval.motion import SUBSETS
 from vcam.eval.regions import REGION_METRICS
 
 VERSUS_METRICS = ("ssim", "psnr", *REGION_METRICS)
-VERSUS_HEADERS = ["SSIM", "PSNR (dB)", "mouth SSIM", "mouth PSNR", "eye SSIM", "eye PSNR"]
+VERSUS_HEADERS = ["SSIM", "PSNR (dB)", "mouth SSIM", "mouth PSNR", "eye SSIM", "eye PSNR",
+                  "mouth interior"]
 BASELINE = "warp"
 # A bootstrap over fewer clips than this says nothing.
 MIN_CLIPS = 3
