@@ -164,9 +164,10 @@ def markdown_table(overall: list[dict]) -> str:
         ["method", "K", "clips", "frames", *METRIC_HEADERS, "flicker"],
         [[METHOD_NAMES[row["method"]], str(row["shots"]), str(row["clips"]), str(row["frames"]),
           *(number(row[name]) for name in COLUMNS)] for row in overall])
-    notes = ["", "SSIM, PSNR, CSIM: higher is better. Pose error (landmarks re-detected on the "
-             "rendering vs the driving landmarks, over the inter-ocular distance) and flicker "
-             "(frame-to-frame change relative to the real clip's; 1 = as steady as reality): "
+    notes = ["", "SSIM, PSNR, mouth interior, CSIM: higher is better. Pose error (landmarks "
+             "re-detected on the rendering vs the driving landmarks, over the inter-ocular "
+             "distance) and flicker (frame-to-frame change relative to the real clip's; "
+             "1 = as steady as reality): "
              f"lower is better. PSNR of identical frames counts as {METRIC_CAPS['psnr']:.0f} "
              "dB. CSIM uses dlib's face descriptors, which are not centred: unrelated faces "
              "still score about 0.85, so it is not comparable with ArcFace-based CSIM."]
