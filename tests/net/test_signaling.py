@@ -205,9 +205,9 @@ def real_offer() -> str:
 
 
 def test_the_voice_section_beside_the_data_channels_is_a_call():
-    from vcam.net.signaling import check_data_channels_only
+    from vcam.net.signaling import check_call_sections
 
-    check_data_channels_only(OFFER + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n")
+    check_call_sections(OFFER + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n")
 
 
 def audio_only(sdp: str) -> str:

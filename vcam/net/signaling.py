@@ -115,11 +115,11 @@ def session_description(document: object, kind: str) -> str:
     sdp = document.get("sdp")
     if not isinstance(sdp, str) or not 0 < len(sdp) <= MAX_SDP_CHARS:
         raise OfferRefused("missing or oversized sdp")
-    check_data_channels_only(sdp)
+    check_call_sections(sdp)
     return sdp
 
 
-def check_data_channels_only(sdp: str) -> None:
+def check_call_sections(sdp: str) -> None:
     """A call's SDP has exactly one data-channel section (SCTP over DTLS) and at most one
     audio section (the voice, RTP over DTLS-SRTP), with ICE credentials and a DTLS
     fingerprint; ``OfferRefused`` for anything else (video, several audio sections, no data
