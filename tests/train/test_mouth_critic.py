@@ -1,17 +1,22 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.numpy import load_file
+from safetensors.torch import load
 
 from tests.conftest import fast_settings
+from vcam.commands.train import loss_weights
 from vcam.data.clips import open_dataset
+from vcam.errors import UserError
 from vcam.models.config import get_config
 from vcam.models.generator import generator_input
 from vcam.models.losses import LossWeights, discriminator_hinge
 from vcam.models.mouth_critic import MouthCritic
 from vcam.models.store import MetaModels, load_models
+from vcam.train import export
 from vcam.train.checkpoint import latest_checkpoint
 from vcam.train.meta import MetaTrainer
 from vcam.train.run import run_meta_training
@@ -68,6 +73,7 @@ def test_a_step_trains_the_critic_and_scores_the_generator_against_it(tiny_datas
         generator_input(batch["target_landmarks"], batch["target_warp"]),
         e=trainer.embed(batch["frames"], batch["landmarks"]))
     term = trainer.mouth_adversarial_term(fake, batch)
+    trainer.optimisers["generator"].zero_grad(set_to_none=True)
     term.backward()
     grads = [p.grad for p in trainer.models.generator.parameters() if p.grad is not None]
     assert grads and any(float(g.abs().sum()) > 0 for g in grads)
@@ -93,6 +99,15 @@ def test_the_critic_is_checkpointed_resumed_exactly_and_never_exported(tiny_data
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         np.testing.assert_allclose(weights[0][key], weights[1][key], atol=1e-5, err_msg=key)
-    models = load_models(whole)
-    assert not any("critic" in key for key in models.state_dict())
+    exported = export.model_bytes(latest_checkpoint(whole) / "weights.safetensors", half=True)
+    assert exported and not any("critic" in key for key in load(exported))
+    assert load_models(whole).discriminator is not None
+
+
+def test_region_terms_without_snapshot_episodes_are_refused():
+    assert loss_weights("mouth_adversarial=1", "snapshot").mouth_adversarial == 1
+    for term in ("mouth_adversarial", "paint"):
+        with pytest.raises(UserError, match="--episodes snapshot"):
+            loss_weights(f"{term}=1", "nearest")
+    assert loss_weights("pixel=1", "nearest").pixel == 1
 

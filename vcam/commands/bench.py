@@ -196,7 +196,8 @@ def run_train_bench_command(args: argparse.Namespace) -> int:
                             vgg_weights=vgg_weights_setting(args.vgg),
                             identity_loss=not args.no_identity_loss,
                             episodes=args.episodes, identity_every=args.identity_every,
-                            losses=loss_weights(args.loss_weights), vgg_size=args.vgg_size,
+                            losses=loss_weights(args.loss_weights, args.episodes),
+                            vgg_size=args.vgg_size,
                             discriminator_every=args.discriminator_every,
                             cross_clip=fraction("--cross-clip", args.cross_clip),
                             hard_targets=fraction("--hard-targets", args.hard_targets))

@@ -88,14 +88,20 @@ def add_cost_options(parser: argparse.ArgumentParser) -> None:
                         help="adversarial terms and D's update every N steps (1: the paper)")
 
 
-def loss_weights(text: str):
-    """``--loss-weights`` parsed (a one-line error for an unknown term)."""
-    from vcam.models.losses import LossWeights
+def loss_weights(text: str, episodes: str):
+    """``--loss-weights`` parsed (a one-line error for an unknown term, or for a region
+    term with episodes that carry no regions: it would silently do nothing)."""
+    from vcam.models.losses import REGION_TERMS, LossWeights
 
     try:
-        return LossWeights.parse(text)
+        weights = LossWeights.parse(text)
     except ValueError as error:
         raise UserError(f"--loss-weights: {error}") from None
+    used = [name for name in REGION_TERMS if getattr(weights, name) > 0]
+    if used and episodes != "snapshot":
+        raise UserError(f"--loss-weights: {used[0]} acts on the mouth and eye regions, which "
+                        "only snapshot episodes mark: add --episodes snapshot")
+    return weights
 
 
 def fraction(option: str, value: float) -> float:
@@ -149,7 +155,7 @@ def run_train_meta_command(args: argparse.Namespace) -> int:
     from vcam.train.meta import MetaSettings
     from vcam.train.run import run_meta_training
 
-    losses = loss_weights(args.loss_weights)
+    losses = loss_weights(args.loss_weights, args.episodes)
     if args.init:
         find_weights(args.init)
     if args.device == "cuda":

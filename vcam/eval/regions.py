@@ -7,10 +7,12 @@ landmarks (iBUG 300-W order: mouth 48-67, eyes 36-47) whose side is :data:`BOX_S
 larger extent of those landmarks, at least :data:`MIN_BOX_SIDE` pixels, clipped to the image.
 The box comes from the *target* landmarks, so every method is scored on the same pixels.
 
-Inside an open mouth a second figure, ``mouth_interior``, asks whether the rendering shows what
-the real frame shows there: bright teeth against a dark cavity spread the luma of the
+Inside an open mouth a second figure, ``mouth_interior``, asks whether the rendering has the
+real frame's contrast there: bright teeth against a dark cavity spread the luma of the
 inner-lip polygon (landmarks 60-67) widely, a smooth fill does not. It is the ratio of the
-smaller to the larger of the two spreads (rendered, real), 1 when they match.
+smaller to the larger of the two spreads (rendered, real), 1 when they match. It compares the
+spreads only, not where dark and bright lie (PSNR and SSIM of the mouth box do that): noise
+of the right spread would score 1 too.
 """
 
 from __future__ import annotations
@@ -99,8 +101,9 @@ def interior_spread(image: np.ndarray, points: np.ndarray) -> float:
 
 def interior_match(rendered: np.ndarray, real: np.ndarray, points: np.ndarray) -> float:
     """The smaller over the larger luma spread of the mouth's interior in the two frames
-    (see :func:`interior_spread`): 1 when the rendering shows the real frame's contrast of
-    teeth and cavity, low for a smooth fill where they show; ``nan`` for a shut mouth."""
+    (see :func:`interior_spread`): 1 when the rendering's interior is as contrasted as the
+    real one (where dark and bright lie is not compared), low for a smooth fill where teeth
+    and cavity show; ``nan`` for a shut mouth."""
     spreads = [interior_spread(image, points) for image in (rendered, real)]
     if any(math.isnan(spread) for spread in spreads):
         return math.nan

@@ -22,6 +22,9 @@ from torch import Tensor, nn
 from vcam.models.identity import FaceIdentityNet, crop_to_chip
 from vcam.models.vgg import VGGFeatures
 
+# The terms that act on the regions only snapshot episodes mark (vcam.train.snapshot).
+REGION_TERMS = ("mouth", "eyes", "mouth_vgg", "paint", "mask_open", "mouth_adversarial")
+
 
 @dataclass(frozen=True)
 class LossWeights:

@@ -8,8 +8,10 @@ image (so it knows how far the lips are apart), and scores 8x8 overlapping patch
 or fake with the hinge loss. The generator is rewarded for patches it calls real, which a
 blur between teeth and cavity is not.
 
-It is not part of a model file: runs keep it in their checkpoints (to resume) and a warm start
-begins with a fresh one.
+It is small (about 30 ms a step, batch 4, one CPU thread: under 2 % of a step), so unlike
+the frame discriminator it takes its step, and the generator its term, on every training step
+whatever ``--discriminator-every`` says. It is not part of a model file: runs keep it in their
+checkpoints (to resume) and a warm start begins with a fresh one.
 """
 
 from __future__ import annotations
