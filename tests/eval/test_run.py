@@ -18,7 +18,8 @@ def run_eval(model, data, out, *extra: str) -> int:
 
 
 def check_report(out, shots: list[int], methods: set[str], clips: int) -> dict:
-    report = json.loads((out / "metrics.json").read_text())
+    report = json.loads((out / "metrics.json").read_text(),
+                        parse_constant=lambda name: pytest.fail(f"{name} in metrics.json"))
     overall = report["overall"]
     assert {(row["method"], row["shots"]) for row in overall} == {
         (method, k) for method in methods for k in shots}
@@ -154,3 +155,12 @@ def test_fine_tuning_one_clip_leaves_the_loaded_model_unchanged(tiny_model, tiny
     assert not torch.allclose(tuned, before)
     after = personalise(model, enrollment, 0, tuning)(inputs)
     assert torch.equal(after, before)
+
+
+def test_figures_without_frames_are_written_as_null():
+    from vcam.eval.report import json_text
+
+    text = json_text({"rows": [{"mouth_interior": float("nan"), "psnr": float("inf"),
+                                "ssim": 0.5}], "shots": (1, 8)})
+    assert json.loads(text) == {"rows": [{"mouth_interior": None, "psnr": None, "ssim": 0.5}],
+                                "shots": [1, 8]}

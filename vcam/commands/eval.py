@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 from vcam.commands.arguments import positive_int
@@ -40,7 +39,12 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vcam.data.clips import open_dataset
-    from vcam.eval.report import check_report_folder, markdown_report, write_report
+    from vcam.eval.report import (
+        check_report_folder,
+        json_text,
+        markdown_report,
+        write_report,
+    )
     from vcam.eval.run import EvalSettings, evaluate
     from vcam.landmarks.detector import create_detector
     from vcam.models.vgg import vgg_weights_setting
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     report = write_report(args.out, results, record, settings.grid_frames)
     if args.json:
         printed = ("overall", "versus_warp", "by_subset", "by_motion")
-        print(json.dumps({key: report[key] for key in printed}, indent=1))
+        print(json_text({key: report[key] for key in printed}))
     else:
         print(markdown_report(report))
         print(f"report written to {args.out}")

@@ -297,5 +297,21 @@ def write_report(out: Path, results: list[ClipResult], settings_record: dict,
               "by_subset": subset_rows(results), "by_motion": motion_rows(results),
               "per_clip": clip_rows}
     atomic_write_text(out / "metrics.md", markdown_report(report))
-    atomic_write_text(out / "metrics.json", json.dumps(report, indent=1, default=str))
+    atomic_write_text(out / "metrics.json", json_text(report))
     return report
+
+
+def json_text(value: object) -> str:
+    """``value`` as strict JSON: a figure that is not finite (``nan``: no frame had it, e.g.
+    the mouth interior of a clip whose mouth never opens) is written as null."""
+    return json.dumps(finite_or_null(value), indent=1, default=str, allow_nan=False)
+
+
+def finite_or_null(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(item) for item in value]
+    return value
