@@ -118,8 +118,9 @@ def subset_table(by_subset: list[dict]) -> str:
              f"target, {BOX_SCALE}x their extent and at least {MIN_BOX_SIDE} px, clipped to "
              "the frame. Mouth interior: the smaller over the larger spread of luma (90th "
              "minus 10th percentile) inside the inner-lip polygon (landmarks 60-67), ours "
-             "against the real frame's; 1 when ours shows the real contrast of teeth and "
-             "cavity, low for a smooth fill; open mouths only."]
+             "against the real frame's; 1 when ours is as contrasted as the real frame (where "
+             "dark and bright lie is left to PSNR and SSIM), low for a smooth fill where "
+             "teeth and cavity show; open mouths only."]
     return "\n".join(lines + notes) + "\n"
 
 

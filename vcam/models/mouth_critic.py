@@ -22,7 +22,6 @@ import torch
 from torch import Tensor, nn
 
 from vcam.models.blocks import apply_spectral_norm
-from vcam.models.losses import box_crops
 
 # Side of the mouth crops the critic scores, px.
 CROP_SIDE = 64
@@ -44,10 +43,3 @@ class MouthCritic(nn.Module):
 
     def forward(self, mouths: Tensor, landmark_mouths: Tensor) -> Tensor:
         return self.layers(torch.cat([mouths, landmark_mouths], dim=1))
-
-    def score_frames(self, frames: Tensor, landmark_images: Tensor, mouth_boxes: Tensor
-                     ) -> Tensor:
-        """Patch scores of whole frames (B, 3, S, S), cropped to ``mouth_boxes`` (B, S, S)."""
-        return self(box_crops(frames, mouth_boxes, CROP_SIDE),
-                    box_crops(landmark_images, mouth_boxes, CROP_SIDE))
-

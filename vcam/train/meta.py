@@ -200,26 +200,26 @@ class MetaTrainer:
         carry the mouth boxes)."""
         return self.mouth_critic is not None and "regions" in batch
 
-    def mouth_pairs(self, frames: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """The mouth boxes of ``frames`` and of the target landmark images, 64x64 px."""
-        boxes = batch["regions"][:, 0]
-        return (box_crops(frames, boxes, CROP_SIDE),
-                box_crops(batch["target_landmarks"], boxes, CROP_SIDE))
+    @staticmethod
+    def mouth_crops(images: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """The target mouth boxes of ``images`` (B, C, S, S), 64x64 px."""
+        return box_crops(images, batch["regions"][:, 0], CROP_SIDE)
 
     def mouth_adversarial_term(self, fake: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """G's hinge term against the mouth critic (held frozen, like D)."""
         critic = unwrap(self.mouth_critic)
         critic.requires_grad_(False)
-        scores = critic(*self.mouth_pairs(fake, batch))
+        scores = critic(self.mouth_crops(fake, batch),
+                        self.mouth_crops(batch["target_landmarks"], batch))
         critic.requires_grad_(True)
         return self.settings.losses.mouth_adversarial * generator_adversarial(scores.float())
 
     def mouth_critic_step(self, batch: dict[str, Tensor], fake: Tensor) -> dict[str, Tensor]:
         """The mouth critic's hinge loss on the real and the generated mouths."""
         with self.autocast():
-            mouths, landmarks = self.mouth_pairs(batch["target"], batch)
-            real_scores = self.mouth_critic(mouths, landmarks)
-            fake_scores = self.mouth_critic(self.mouth_pairs(fake, batch)[0], landmarks)
+            landmarks = self.mouth_crops(batch["target_landmarks"], batch)
+            real_scores = self.mouth_critic(self.mouth_crops(batch["target"], batch), landmarks)
+            fake_scores = self.mouth_critic(self.mouth_crops(fake, batch), landmarks)
             hinge = discriminator_hinge(real_scores.float(), fake_scores.float())
         optimiser = self.optimisers["mouth_critic"]
         optimiser.zero_grad(set_to_none=True)
