@@ -55,8 +55,10 @@ def generator_inputs(avatar: Avatar, count: int, seed: int) -> np.ndarray:
     images = landmark_images(points, size, rasterise)
     if avatar.config.generator != "warp":
         return images
-    guide = WarpGuide(avatar.crops, avatar.landmarks, RUNTIME_WARP_SOURCE)
-    warped = np.stack([to_tensor(guide.image_for(p)).numpy() for p in points])
+    guide = WarpGuide(avatar.crops, avatar.landmarks, RUNTIME_WARP_SOURCE,
+                      cavity=avatar.config.mouth_input == "cavity")
+    warped = np.stack([to_tensor(guide.network_image(p, guide.image_for(p))).numpy()
+                       for p in points])
     return np.concatenate([images, warped], axis=1).astype(np.float32)
 
 

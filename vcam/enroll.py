@@ -182,9 +182,10 @@ def enrollment_inputs(config: ModelConfig, crops: np.ndarray, landmarks: np.ndar
     the nearest *other* enrollment frame warped to it (itself when there is only one)."""
     if config.generator != "warp":
         return marks
-    guide = WarpGuide(crops, landmarks)
-    warped = torch.stack([to_tensor(guide.image_for(points, exclude=index))
-                          for index, points in enumerate(landmarks)])
+    guide = WarpGuide(crops, landmarks, cavity=config.mouth_input == "cavity")
+    warped = torch.stack([
+        to_tensor(guide.network_image(points, guide.image_for(points, exclude=index), index))
+        for index, points in enumerate(landmarks)])
     return generator_input(marks, warped)
 
 

@@ -304,6 +304,9 @@ PAINT_OPENING = 0.03
 PAINT_FULL = 0.09
 # The paint region grows by this fraction of the mouth's width, then is feathered by it.
 PAINT_GROWTH = 0.12
+# The dark hole :func:`mouth_cavity` cuts into a network's warp: this fraction of the lips'
+# colour (a cavity in shadow, tinted like the person's mouth, grey in a black-and-white photo).
+CAVITY_SHADE = 0.35
 # The painting's chroma is capped at this percentile of the enrollment photos' (the network
 # learnt red mouths from colour video and paints them into black-and-white photos too).
 CHROMA_PERCENTILE = 99
@@ -342,6 +345,29 @@ def paint_region(target_points: np.ndarray, source_points: np.ndarray,
     grown = cv2.dilate(mask, cv2.getStructuringElement(
         cv2.MORPH_ELLIPSE, (2 * int(margin) + 1, 2 * int(margin) + 1)))
     return strength * cv2.GaussianBlur(grown, (0, 0), margin / 2)[..., None]
+
+
+def mouth_cavity(warped: np.ndarray, target_points: np.ndarray,
+                 source_points: np.ndarray) -> np.ndarray:
+    """``warped`` (RGB uint8, S x S) with a dark hole where the target's mouth opens beyond
+    the source's: the inner-lip polygon (points 60-67) filled with CAVITY_SHADE times the
+    lips' median colour, blended in by :func:`paint_strength` (the warp itself where the mouth
+    opens no further than the source's). The stretched closed lips a warp puts there would
+    tell the network to draw lips; the hole asks it to paint the inside of a mouth."""
+    strength = paint_strength(lip_gap(target_points) - lip_gap(source_points))
+    if strength <= 0.0:
+        return warped
+    size = warped.shape[0]
+    points = np.round(np.asarray(target_points, np.float64)).astype(np.int32)
+    inner = np.zeros((size, size), np.float32)
+    cv2.fillPoly(inner, [points[ibug.INNER_LIP]], 1.0, cv2.LINE_AA)
+    outer = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(outer, [points[OUTER_LIP]], 1)
+    lips = warped[(outer > 0) & (inner < 0.5)]
+    colour = np.median(lips if len(lips) else warped.reshape(-1, 3), axis=0)
+    weight = strength * inner[..., None]
+    holed = (1 - weight) * warped + weight * (CAVITY_SHADE * colour)
+    return np.clip(np.round(holed), 0, 255).astype(np.uint8)
 
 
 def chroma_limit(photos: np.ndarray) -> float:
@@ -399,9 +425,12 @@ class WarpGuide:
     ``source="regions"``: the mouth region comes from the frame nearest in mouth shape
     (:func:`nearest_by_mouth`), the rest from the frame nearest in head pose (points 0-47),
     both warped to the target and blended with a feathered mask (:func:`mouth_region_mask`).
+    ``cavity``: the network's copy of the warp has a dark hole where the mouth opens beyond
+    its source (:meth:`network_image`, for models with ``mouth_input="cavity"``).
     """
 
-    def __init__(self, crops: np.ndarray, landmarks: np.ndarray, source: str = "nearest") -> None:
+    def __init__(self, crops: np.ndarray, landmarks: np.ndarray, source: str = "nearest",
+                 cavity: bool = False) -> None:
         if len(crops) != len(landmarks) or len(crops) == 0:
             raise ValueError("need as many enrollment crops as landmark sets, at least one")
         if source not in SOURCE_CHOICES:
@@ -409,6 +438,7 @@ class WarpGuide:
         self.crops = crops
         self.landmarks = np.asarray(landmarks, np.float32)
         self.source = source
+        self.cavity = cavity
         self._warps: dict[int, PiecewiseAffineWarp] = {}
 
     @cached_property
@@ -430,11 +460,20 @@ class WarpGuide:
     def warped(self, index: int, target_points: np.ndarray) -> np.ndarray:
         return self.warp_from(index).warp(self.crops[index], target_points)
 
-    def mouth_source(self, target_points: np.ndarray) -> int:
-        """The enrollment frame the target's mouth is warped from."""
+    def mouth_source(self, target_points: np.ndarray, exclude: int | None = None) -> int:
+        """The enrollment frame the target's mouth is warped from (as :meth:`image_for`)."""
         if self.source == "nearest":
-            return self.nearest(target_points)
-        return nearest_by_mouth(self.landmarks, target_points)
+            return self.nearest(target_points, exclude)
+        return nearest_by_mouth(self.landmarks, target_points, exclude)
+
+    def network_image(self, target_points: np.ndarray, warped: np.ndarray,
+                      exclude: int | None = None) -> np.ndarray:
+        """What the network is given of ``warped`` (:meth:`image_for` of the same target):
+        the warp itself, or with ``cavity`` the warp with :func:`mouth_cavity` cut in."""
+        if not self.cavity:
+            return warped
+        source = self.landmarks[self.mouth_source(target_points, exclude)]
+        return mouth_cavity(warped, target_points, source)
 
     def paint_region(self, target_points: np.ndarray) -> np.ndarray | None:
         """Where the warp cannot show the target (see :func:`paint_region`)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from vcam.commands.arguments import positive_int
 from vcam.commands.options import add_vgg_option
 from vcam.errors import UserError
+from vcam.models.config import MOUTH_INPUTS
 
 SUMMARY = "Train the networks."
 DESCRIPTION = SUMMARY
@@ -28,6 +29,9 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
     meta.add_argument("--generator", choices=("direct", "warp"), default="direct",
                       help="direct: G sees the landmark image (the paper); warp: G also sees "
                       "the nearest enrollment frame warped to the target landmarks")
+    meta.add_argument("--mouth-input", choices=MOUTH_INPUTS, default="warp",
+                      help="what the warp-guided generator sees where the mouth opens beyond its "
+                      "source: the stretched lips of the warp, or a dark cavity it must paint")
     meta.add_argument("--out", type=Path, required=True, help="the run folder")
     meta.add_argument("--steps", type=positive_int, default=1000,
                       help="train until this step (total, also when resuming)")
@@ -176,7 +180,8 @@ def run_train_meta_command(args: argparse.Namespace) -> int:
         init=str(args.init.resolve()) if args.init else None,
         vgg_size=args.vgg_size, discriminator_every=args.discriminator_every,
         weight_average=weight_decay_option(args.weight_average))
-    config = dataclasses.replace(get_config(args.config), generator=args.generator)
+    config = dataclasses.replace(get_config(args.config), generator=args.generator,
+                                 mouth_input=args.mouth_input)
     result = run_meta_training(args.data, args.out, config, settings,
                                resume=args.resume, device=args.device, quiet=args.json)
     if result.rank != 0:

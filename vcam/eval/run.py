@@ -196,8 +196,10 @@ def render_ours(generator: PersonalisedGenerator, enrollment: Enrolled,
                 warp_source: str = RUNTIME_WARP_SOURCE) -> list[np.ndarray]:
     """Frames from the target landmarks (and, for the warp-guided generator, the enrollment
     frames chosen by ``warp_source`` warped to them)."""
-    guide = (WarpGuide(enrollment.crops, enrollment.landmarks, warp_source)
-             if generator.generator.config.generator == "warp" else None)
+    config = generator.generator.config
+    guide = (WarpGuide(enrollment.crops, enrollment.landmarks, warp_source,
+                       cavity=config.mouth_input == "cavity")
+             if config.generator == "warp" else None)
     frames = []
     for points in targets:
         warped = None if guide is None else guide.image_for(points)
@@ -205,8 +207,9 @@ def render_ours(generator: PersonalisedGenerator, enrollment: Enrolled,
         if guide is not None and region is None:  # as the runtime shows it: the warp
             frames.append(warped)
             continue
+        network_warp = None if guide is None else guide.network_image(points, warped)
         inputs = generator_input(to_tensor(rasterise(points, size))[None],
-                                 None if warped is None else to_tensor(warped)[None])
+                                 None if warped is None else to_tensor(network_warp)[None])
         rendered = to_image(generator(inputs)[0])
         frames.append(rendered if guide is None else guide.paint(rendered, warped, region))
     return frames

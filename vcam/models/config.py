@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 GENERATOR_KINDS = ("direct", "warp")
+MOUTH_INPUTS = ("warp", "cavity")
 SMALLEST_RESOLUTION = 4
 
 
@@ -47,6 +48,9 @@ class ModelConfig:
         io_stride: the generator's first convolution downsamples by this factor and its output
             layer upsamples by it (pixel shuffle); 1 in the paper, 2 keeps the full-resolution
             work of a CPU model to two thin convolutions.
+        mouth_input: what a warp-guided generator sees inside a mouth that opens beyond its
+            source's: ``"warp"`` (the source's closed lips, stretched) or ``"cavity"`` (a dark
+            hole cut there, :func:`vcam.warp.mouth_cavity`, so the network must paint it).
     """
 
     image_size: int
@@ -61,12 +65,15 @@ class ModelConfig:
     discriminator_attention: tuple[int, ...] = ()
     generator: str = "direct"
     io_stride: int = 1
+    mouth_input: str = "warp"
 
     def __post_init__(self) -> None:
         _check_power_of_two("image_size", self.image_size)
         _check_power_of_two("io_stride", self.io_stride)
         if self.generator not in GENERATOR_KINDS:
             raise ValueError(f"generator must be one of {GENERATOR_KINDS}, got {self.generator!r}")
+        if self.mouth_input not in MOUTH_INPUTS:
+            raise ValueError(f"mouth_input must be one of {MOUTH_INPUTS}, got {self.mouth_input!r}")
         if not 0 < self.base_channels <= self.max_channels:
             raise ValueError("need 0 < base_channels <= max_channels")
         if self.embedding_size <= 0 or self.num_bottleneck_blocks < 0:

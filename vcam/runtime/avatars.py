@@ -128,7 +128,8 @@ class AvatarLibrary:
         if avatar.config.generator != "warp":
             return None
         if index not in self._guides:
-            self._guides[index] = WarpGuide(avatar.crops, avatar.landmarks, RUNTIME_WARP_SOURCE)
+            self._guides[index] = WarpGuide(avatar.crops, avatar.landmarks, RUNTIME_WARP_SOURCE,
+                                            cavity=avatar.config.mouth_input == "cavity")
         return self._guides[index]
 
     def render(self, index: int, landmark_images: np.ndarray) -> np.ndarray:

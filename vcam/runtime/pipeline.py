@@ -193,7 +193,9 @@ class RenderWorker:
             frame.paint = guide.paint_region(frame.avatar_points)
             if frame.paint is None:
                 return frame
-        frame.network_input = self.network_input(frame, frame.warped)
+        network_warp = None if guide is None else guide.network_image(frame.avatar_points,
+                                                                      frame.warped)
+        frame.network_input = self.network_input(frame, network_warp)
         return frame
 
     def network_input(self, frame: Frame, warped: np.ndarray | None) -> np.ndarray:

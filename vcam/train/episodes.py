@@ -72,6 +72,7 @@ class Episodes:
     batch: int
     seed: int = 0
     warp: bool = False
+    cavity: bool = False
 
     def draw(self, step: int, rank: int = 0) -> dict[str, torch.Tensor]:
         """The batch for ``step`` on process ``rank``:
@@ -80,7 +81,8 @@ class Episodes:
         - ``target``, ``target_landmarks``: (B, 3, S, S)
         - ``video``: (B,) the clip's column in W
         - ``target_warp`` (with ``warp``): (B, 3, S, S) the nearest enrollment frame warped
-          to the target landmarks (the warp-guided generator's second input)
+          to the target landmarks (the warp-guided generator's second input; with ``cavity``
+          a dark hole where the mouth opens beyond that frame's, see ``WarpGuide``)
         """
         rng = np.random.default_rng([self.seed, step, rank])
         videos = rng.integers(0, len(self.clips), self.batch)
@@ -101,8 +103,9 @@ class Episodes:
             "target_landmarks": to_tensor(rasterise(target_points, self.size))}
         if self.warp:
             guide = WarpGuide(np.stack([frame for frame, _ in pairs]),
-                              np.stack([points for _, points in pairs]))
-            episode["target_warp"] = to_tensor(guide.image_for(target_points))
+                              np.stack([points for _, points in pairs]), cavity=self.cavity)
+            warped = guide.image_for(target_points)
+            episode["target_warp"] = to_tensor(guide.network_image(target_points, warped))
         return episode
 
 

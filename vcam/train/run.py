@@ -259,8 +259,10 @@ def sample_grid(trainer: MetaTrainer, clips, shots: int, size: int) -> tuple[np.
         target_landmarks = to_tensor(rasterise(target_points, size))[None]
         warped = None
         if models.config.generator == "warp":
-            guide = WarpGuide(np.stack([f for f, _ in pairs]), np.stack([p for _, p in pairs]))
-            warped = to_tensor(guide.image_for(target_points))[None].to(trainer.device)
+            guide = WarpGuide(np.stack([f for f, _ in pairs]), np.stack([p for _, p in pairs]),
+                              cavity=models.config.mouth_input == "cavity")
+            warped = to_tensor(guide.network_image(target_points, guide.image_for(target_points)))
+            warped = warped[None].to(trainer.device)
         embedding = models.embedder(frames, landmarks.to(trainer.device)).mean(0, keepdim=True)
         inputs = generator_input(target_landmarks.to(trainer.device), warped)
         fake = models.generator(inputs, e=embedding)[0].cpu()
@@ -446,12 +448,13 @@ def train_process(data: Path, out: Path, config: ModelConfig, settings: MetaSett
 def episodes_for(plan: RunPlan, clips) -> Episodes | SnapshotEpisodes:
     """The run's episode sampler (see ``MetaSettings.episodes``)."""
     settings = plan.settings
+    cavity = plan.config.mouth_input == "cavity"
     if settings.episodes == "snapshot":
         return SnapshotEpisodes(clips, settings.shots, plan.config.image_size, settings.batch,
                                 settings.seed, cross_clip=settings.cross_clip,
-                                hard_targets=settings.hard_targets)
+                                hard_targets=settings.hard_targets, cavity=cavity)
     return Episodes(clips, settings.shots, plan.config.image_size, settings.batch,
-                    settings.seed, warp=plan.config.generator == "warp")
+                    settings.seed, warp=plan.config.generator == "warp", cavity=cavity)
 
 
 def train_step(trainer: MetaTrainer, batch, step: int, out: Path) -> dict[str, float]:

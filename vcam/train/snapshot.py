@@ -32,7 +32,7 @@ from vcam.eval.regions import MOUTH_POINTS, region_box
 from vcam.images import to_tensor
 from vcam.landmarks.raster import rasterise
 from vcam.train.episodes import load_frame
-from vcam.warp import PAINT_OPENING, PiecewiseAffineWarp, lip_gap
+from vcam.warp import PAINT_OPENING, PiecewiseAffineWarp, lip_gap, mouth_cavity
 
 EYES = tuple(tuple(range(eye.start, eye.stop)) for eye in (ibug.RIGHT_EYE, ibug.LEFT_EYE))
 # A source counts as a closed-mouth snapshot below this inner-lip gap (inter-ocular units).
@@ -102,7 +102,9 @@ def region_maps(target: np.ndarray, paint: bool, size: int) -> np.ndarray:
 @dataclass(frozen=True)
 class SnapshotEpisodes:
     """Batches of snapshot-like episodes (same ``draw`` contract as ``Episodes``, plus
-    ``regions`` (B, 3, S, S): mouth box, eye boxes, paint polygon)."""
+    ``regions`` (B, 3, S, S): mouth box, eye boxes, paint polygon). With ``cavity`` the
+    target's warp has a dark hole where the mouth opens beyond the source's
+    (:func:`vcam.warp.mouth_cavity`), as a ``mouth_input="cavity"`` model is given it."""
 
     clips: tuple[Clip, ...]
     shots: int
@@ -112,6 +114,7 @@ class SnapshotEpisodes:
     cross_clip: float = 0.25
     hard_targets: float = 0.7
     closed_source: float = 0.7
+    cavity: bool = False
 
     def draw(self, step: int, rank: int = 0) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, step, rank, 1])
@@ -169,7 +172,9 @@ class SnapshotEpisodes:
         shots = [load_frame(source_clip, index, self.size) for index in [source, *extra]]
         source_frame, source_points = shots[0]
         target_frame, target_points = load_frame(clip, target, self.size)
-        warp = PiecewiseAffineWarp(source_points, self.size)
+        warped = PiecewiseAffineWarp(source_points, self.size).warp(source_frame, target_points)
+        if self.cavity:
+            warped = mouth_cavity(warped, target_points, source_points)
         opens = (FaceStates.of(target_points[None]).mouth[0]
                  - FaceStates.of(source_points[None]).mouth[0]) > PAINT_STEP
         return {
@@ -177,7 +182,7 @@ class SnapshotEpisodes:
             "landmarks": torch.stack([to_tensor(rasterise(p, self.size)) for _, p in shots]),
             "target": to_tensor(target_frame),
             "target_landmarks": to_tensor(rasterise(target_points, self.size)),
-            "target_warp": to_tensor(warp.warp(source_frame, target_points)),
+            "target_warp": to_tensor(warped),
             "regions": torch.from_numpy(region_maps(target_points, bool(opens), self.size)),
         }
 
