@@ -124,10 +124,14 @@ def test_every_named_config_is_within_bounds_and_a_wider_one_is_not():
         assert config_from_file(config.to_dict()) == config
         warp = dataclasses.replace(config, generator="warp")
         assert config_from_file(warp.to_dict()) == warp
+        cavity = dataclasses.replace(warp, mouth_input="cavity")
+        assert config_from_file(cavity.to_dict()) == cavity
+        older = {key: value for key, value in warp.to_dict().items() if key != "mouth_input"}
+        assert config_from_file(older) == warp  # files from before the choice: the warp
     paper = get_config("paper").to_dict()
     for change in ({"embedding_size": 1024}, {"num_bottleneck_blocks": 6},
                    {"decoder_attention": [128]}, {"encoder_attention": [32, 64]},
-                   {"image_size": 512}, {"base_channels": True}):
+                   {"image_size": 512}, {"base_channels": True}, {"mouth_input": 1}):
         with pytest.raises(ValueError):
             config_from_file(paper | change)
 

@@ -320,3 +320,69 @@ def test_painting_blends_only_the_box_around_the_region_and_changes_nothing_else
     painted = paint_where_needed(rendered, photo, region)
     assert np.array_equal(painted, expected) and painted is not photo
     assert painted_box(np.zeros_like(region)) is None
+
+
+def inside(points: np.ndarray, erode: int) -> np.ndarray:
+    """Boolean mask of the inner-lip polygon (points 60-67), eroded (or grown, when
+    ``erode`` is negative) by that many pixels."""
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    cv2.fillPoly(mask, [np.round(points[60:68]).astype(np.int32)], 1)
+    kernel = np.ones((2 * abs(erode) + 1, 2 * abs(erode) + 1), np.uint8)
+    return (cv2.erode(mask, kernel) if erode > 0 else cv2.dilate(mask, kernel)).astype(bool)
+
+
+def test_a_cavity_is_cut_only_where_the_mouth_opens_beyond_the_source(face):
+    from vcam.warp import CAVITY_SHADE, lip_gap, mouth_cavity
+
+    photo, points = face
+    closed = opened(points, -lip_gap(points))
+    assert mouth_cavity(photo, closed, closed) is photo
+    assert mouth_cavity(photo, opened(closed, 0.02), closed) is photo  # lips barely part
+    wide = opened(closed, 0.3)
+    holed = mouth_cavity(photo, wide, closed)
+    assert holed.dtype == np.uint8 and holed.shape == photo.shape
+    outside = ~inside(wide, erode=-2)
+    assert np.array_equal(holed[outside], photo[outside])  # the lips and face are kept
+    hole = holed[inside(wide, erode=2)].astype(int)
+    assert np.ptp(hole, axis=0).max() == 0  # one flat fill
+    lips = np.zeros((SIZE, SIZE), np.uint8)
+    cv2.fillPoly(lips, [np.round(wide[48:60]).astype(np.int32)], 1)
+    lip_luma = np.median(photo[lips.astype(bool) & ~inside(wide, erode=-1)].mean(axis=1))
+    assert hole[0].mean() == pytest.approx(CAVITY_SHADE * lip_luma, rel=0.15)
+    # The same mouth in a black-and-white photo gets a grey cavity.
+    grey = np.repeat(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    assert np.ptp(mouth_cavity(grey, wide, closed)[inside(wide, erode=2)], axis=1).max() <= 1
+
+
+def test_the_cavity_fades_in_with_the_painting(face):
+    from vcam.warp import PAINT_FULL, PAINT_OPENING, lip_gap, mouth_cavity
+
+    photo, points = face
+    white = np.full_like(photo, 255)
+    closed = opened(points, -lip_gap(points))
+    depth = {}
+    for gap in (PAINT_OPENING + 0.002, (PAINT_OPENING + PAINT_FULL) / 2, PAINT_FULL + 0.01):
+        target = opened(closed, gap)
+        x, y = np.round(target[[62, 66]].mean(axis=0)).astype(int)
+        depth[gap] = 255 - float(mouth_cavity(white, target, closed)[y, x].mean())
+    shallow, halfway, full = depth.values()
+    assert shallow < 0.1 * full and 0.4 * full < halfway < 0.6 * full
+
+
+def test_only_a_cavity_model_is_given_the_hole(face):
+    from vcam.warp import WarpGuide, lip_gap
+
+    photo, points = face
+    closed = opened(points, -lip_gap(points))
+    wide = opened(closed, 0.3)
+    plain = WarpGuide(photo[None], closed[None])
+    cavity = WarpGuide(photo[None], closed[None], cavity=True)
+    warped = plain.image_for(wide)
+    assert np.array_equal(cavity.image_for(wide), warped)  # the warp it shows is unchanged
+    assert plain.network_image(wide, warped) is warped
+    holed = cavity.network_image(wide, warped)
+    mouth = inside(wide, erode=2)
+    assert holed[mouth].mean() < 0.6 * warped[mouth].mean()
+    assert np.array_equal(holed[~inside(wide, erode=-2)], warped[~inside(wide, erode=-2)])
+    shut = cavity.image_for(closed)
+    assert cavity.network_image(closed, shut) is shut

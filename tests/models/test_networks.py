@@ -84,7 +84,8 @@ def test_from_dict_rejects_unknown_keys() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"image_size": 100}, {"generator": "flow"}, {"num_down_blocks": 5}, {"io_stride": 3}],
+    [{"image_size": 100}, {"generator": "flow"}, {"num_down_blocks": 5}, {"io_stride": 3},
+     {"mouth_input": "teeth"}],
 )
 def test_invalid_config_is_refused(change: dict[str, object]) -> None:
     with pytest.raises(ValueError):

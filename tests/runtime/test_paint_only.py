@@ -41,3 +41,39 @@ def test_an_opening_mouth_is_painted_inside_and_the_warp_outside(warp_library):
     assert np.array_equal(shown[:8, :8], warped[:8, :8])  # far from the mouth: the warp
     x, y = np.round(wide[[62, 66]].mean(axis=0)).astype(int)
     assert not np.array_equal(shown[y, x], warped[y, x])  # inside it: the painting
+
+
+def wide_open(points: np.ndarray) -> np.ndarray:
+    wide = np.array(points, np.float32)
+    wide[[65, 66, 67], 1] += (0.3 - lip_gap(points)) * np.linalg.norm(points[36] - points[45])
+    return wide
+
+
+def network_input_for(library: AvatarLibrary, points: np.ndarray) -> tuple[np.ndarray, Frame]:
+    """The warp the network was given for ``points`` (RGB uint8), and the finished frame."""
+    given = []
+    render = library.render
+    library.render = lambda index, inputs: given.append(inputs.copy()) or render(index, inputs)
+    try:
+        worker = RenderWorker(library)
+        frame = worker.process(worker.prepare(Frame(0, 0.0, 0.0, avatar_points=points)))
+    finally:
+        library.render = render
+    assert len(given) == 1
+    warp = np.clip(np.round((given[0][0, 3:].transpose(1, 2, 0) + 1) * 127.5), 0, 255)
+    return warp.astype(np.uint8), frame
+
+
+def test_a_cavity_avatar_gives_its_network_a_hole_and_shows_the_warp_around_it(
+        warp_library, cavity_library):
+    points = wide_open(cavity_library.avatar(0).neutral_landmarks)
+    x, y = np.round(points[[62, 66]].mean(axis=0)).astype(int)
+    guide = cavity_library.warp_guide(0)
+    assert guide.cavity and not warp_library.warp_guide(0).cavity
+    warped = guide.image_for(points)
+    given, frame = network_input_for(cavity_library, points)
+    assert np.abs(given.astype(int) - guide.network_image(points, warped)).max() <= 1
+    assert given[y, x].mean() < 0.6 * warped[y, x].mean()  # a dark hole where lips stretch
+    assert np.array_equal(frame.rendered[:8, :8], warped[:8, :8])  # the painting's base: the warp
+    plain, _ = network_input_for(warp_library, points)
+    assert np.abs(plain.astype(int) - warp_library.warp_guide(0).image_for(points)).max() <= 1

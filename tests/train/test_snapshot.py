@@ -1,6 +1,7 @@
 """Snapshot-like episodes, region losses and warm starts (training for the situation of use)."""
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,43 @@ def test_cheaper_steps_skip_the_discriminator_and_shrink_vgg_inputs(tiny_dataset
     assert any(not torch.equal(a, b) for a, b in zip(before, after_first))
     # Only D's own update moves D (G's step holds it frozen).
     assert all(torch.equal(a, b) for a, b in zip(after_first, after_second))
+
+
+def test_a_cavity_model_trains_on_warps_with_the_mouth_cut_out(tiny_dataset):
+    clip = open_dataset(tiny_dataset).clips[0]
+    landmarks = np.array(clip.landmarks, np.float32)
+    iod = np.linalg.norm(landmarks[:, 36] - landmarks[:, 45], axis=1)
+    landmarks[8:, 60:68, 1] -= 0.15 * iod[8:, None]  # the second half opens its mouth wide
+    landmarks[8:, [65, 66, 67], 1] += 0.3 * iod[8:, None]
+    opening = (dataclasses.replace(clip, landmarks=landmarks),)
+    draws = {cavity: SnapshotEpisodes(opening, shots=1, size=64, batch=4, seed=1,
+                                      hard_targets=1.0, closed_source=1.0, cavity=cavity).draw(0)
+             for cavity in (False, True)}
+    plain, holed = draws[False], draws[True]
+    assert torch.equal(plain["target"], holed["target"])
+    paint = holed["regions"][:, 2:3].expand_as(holed["target_warp"]) > 0
+    assert bool(paint.any())  # the mouth opened beyond the source
+    grown = torch.nn.functional.max_pool2d(paint.float(), 5, 1, 2) > 0
+    assert torch.equal(plain["target_warp"][~grown], holed["target_warp"][~grown])
+    darker = plain["target_warp"][paint].mean() - holed["target_warp"][paint].mean()
+    assert float(darker) > 0.2
+
+
+def test_the_mouth_input_is_chosen_on_the_command_line_and_kept_by_the_model(tiny_dataset,
+                                                                              tmp_path):
+    from vcam.cli import main
+    from vcam.train.run import RunPlan, episodes_for
+
+    code = main(["train", "meta", "--data", str(tiny_dataset), "--config", "tiny",
+                 "--generator", "warp", "--mouth-input", "cavity", "--episodes", "snapshot",
+                 "--shots", "1", "--steps", "1", "--vgg", "none", "--no-identity-loss",
+                 "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "run")])
+    assert code == 0
+    models = load_models(tmp_path / "run")
+    assert models.config.mouth_input == "cavity"
+    plan = RunPlan.from_dict(json.loads((tmp_path / "run" / "run.json").read_text()))
+    for episodes in ("snapshot", "nearest"):
+        plan = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings,
+                                                                      episodes=episodes))
+        assert episodes_for(plan, open_dataset(tiny_dataset).clips).cavity
+    assert not episodes_for(dataclasses.replace(plan, config=WARP_TINY), ()).cavity

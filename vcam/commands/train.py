@@ -10,7 +10,6 @@ from pathlib import Path
 from vcam.commands.arguments import positive_int
 from vcam.commands.options import add_vgg_option
 from vcam.errors import UserError
-from vcam.models.config import MOUTH_INPUTS
 
 SUMMARY = "Train the networks."
 DESCRIPTION = SUMMARY
@@ -29,7 +28,7 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
     meta.add_argument("--generator", choices=("direct", "warp"), default="direct",
                       help="direct: G sees the landmark image (the paper); warp: G also sees "
                       "the nearest enrollment frame warped to the target landmarks")
-    meta.add_argument("--mouth-input", choices=MOUTH_INPUTS, default="warp",
+    meta.add_argument("--mouth-input", choices=("warp", "cavity"), default="warp",
                       help="what the warp-guided generator sees where the mouth opens beyond its "
                       "source: the stretched lips of the warp, or a dark cavity it must paint")
     meta.add_argument("--out", type=Path, required=True, help="the run folder")
