@@ -59,19 +59,20 @@ def fixed_batch_l1(model: Path, batch: dict) -> float:
 
 def test_tiny_warp_guided_run_lowers_the_l1(tiny_dataset, tmp_path):
     # Measured on one fixed batch: the untrained blend already shows the warp, so the
-    # per-step figures are dominated by which episodes were drawn.
+    # per-step figures are dominated by which episodes were drawn. 80 steps at 1e-3: with
+    # 40 at 2e-3 the outcome hung on the thread count (1 thread learnt, 2 did not).
     run = tmp_path / "run"
-    settings = fast_settings(steps=1, checkpoint_every=40, vgg_weights=None,
+    settings = fast_settings(steps=1, checkpoint_every=80, vgg_weights=None, lr_generator=1e-3,
                              losses=LossWeights(pixel=1.0, adversarial=0.0,
                                                 feature_matching=0.0))
     run_meta_training(tiny_dataset, run, WARP_TINY, settings, quiet=True)
     shutil.copytree(run / "checkpoints" / "step-0000001", tmp_path / "start")
-    run_meta_training(tiny_dataset, run, WARP_TINY, dataclasses.replace(settings, steps=40),
+    run_meta_training(tiny_dataset, run, WARP_TINY, dataclasses.replace(settings, steps=80),
                       resume=True, quiet=True)
     batch = Episodes(open_dataset(tiny_dataset).clips, shots=2, size=64, batch=6, seed=99,
                      warp=True).draw(0)
     before = fixed_batch_l1(tmp_path / "start", batch)
-    after = fixed_batch_l1(run / "checkpoints" / "step-0000040", batch)
+    after = fixed_batch_l1(run / "checkpoints" / "step-0000080", batch)
     warp_alone = float((batch["target_warp"] - batch["target"]).abs().mean())
     # It learned corrections: closer to the targets than where it started and than the warp.
     assert after < before - 0.005 and after < warp_alone - 0.005
