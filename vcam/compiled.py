@@ -56,7 +56,7 @@ def generator_inputs(avatar: Avatar, count: int, seed: int) -> np.ndarray:
     if avatar.config.generator != "warp":
         return images
     guide = WarpGuide(avatar.crops, avatar.landmarks, RUNTIME_WARP_SOURCE,
-                      cavity=avatar.config.mouth_input == "cavity")
+                      cavity=avatar.config.mouth_cavity)
     warped = np.stack([to_tensor(guide.network_image(p, guide.image_for(p))).numpy()
                        for p in points])
     return np.concatenate([images, warped], axis=1).astype(np.float32)

@@ -182,7 +182,7 @@ def enrollment_inputs(config: ModelConfig, crops: np.ndarray, landmarks: np.ndar
     the nearest *other* enrollment frame warped to it (itself when there is only one)."""
     if config.generator != "warp":
         return marks
-    guide = WarpGuide(crops, landmarks, cavity=config.mouth_input == "cavity")
+    guide = WarpGuide(crops, landmarks, cavity=config.mouth_cavity)
     warped = torch.stack([
         to_tensor(guide.network_image(points, guide.image_for(points, exclude=index), index))
         for index, points in enumerate(landmarks)])

@@ -198,7 +198,7 @@ def render_ours(generator: PersonalisedGenerator, enrollment: Enrolled,
     frames chosen by ``warp_source`` warped to them)."""
     config = generator.generator.config
     guide = (WarpGuide(enrollment.crops, enrollment.landmarks, warp_source,
-                       cavity=config.mouth_input == "cavity")
+                       cavity=config.mouth_cavity)
              if config.generator == "warp" else None)
     frames = []
     for points in targets:

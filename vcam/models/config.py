@@ -85,6 +85,11 @@ class ModelConfig:
             )
 
     @property
+    def mouth_cavity(self) -> bool:
+        """Whether the network is given a dark cavity where the mouth opens (``mouth_input``)."""
+        return self.mouth_input == "cavity"
+
+    @property
     def num_up_blocks(self) -> int:
         """Upsampling blocks in the generator's decoder; it mirrors the encoder."""
         return self.num_down_blocks

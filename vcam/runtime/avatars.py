@@ -129,7 +129,7 @@ class AvatarLibrary:
             return None
         if index not in self._guides:
             self._guides[index] = WarpGuide(avatar.crops, avatar.landmarks, RUNTIME_WARP_SOURCE,
-                                            cavity=avatar.config.mouth_input == "cavity")
+                                            cavity=avatar.config.mouth_cavity)
         return self._guides[index]
 
     def render(self, index: int, landmark_images: np.ndarray) -> np.ndarray:

@@ -260,7 +260,7 @@ def sample_grid(trainer: MetaTrainer, clips, shots: int, size: int) -> tuple[np.
         warped = None
         if models.config.generator == "warp":
             guide = WarpGuide(np.stack([f for f, _ in pairs]), np.stack([p for _, p in pairs]),
-                              cavity=models.config.mouth_input == "cavity")
+                              cavity=models.config.mouth_cavity)
             warped = to_tensor(guide.network_image(target_points, guide.image_for(target_points)))
             warped = warped[None].to(trainer.device)
         embedding = models.embedder(frames, landmarks.to(trainer.device)).mean(0, keepdim=True)
@@ -448,7 +448,7 @@ def train_process(data: Path, out: Path, config: ModelConfig, settings: MetaSett
 def episodes_for(plan: RunPlan, clips) -> Episodes | SnapshotEpisodes:
     """The run's episode sampler (see ``MetaSettings.episodes``)."""
     settings = plan.settings
-    cavity = plan.config.mouth_input == "cavity"
+    cavity = plan.config.mouth_cavity
     if settings.episodes == "snapshot":
         return SnapshotEpisodes(clips, settings.shots, plan.config.image_size, settings.batch,
                                 settings.seed, cross_clip=settings.cross_clip,
