@@ -12,6 +12,7 @@ from vcam.eval.metrics import (
     PSNR_CAP_DB,
     IdentityScorer,
     clip_means,
+    mouth_opening_error,
     overall_means,
     pose_error,
     psnr,
@@ -76,11 +77,24 @@ def test_pose_error_needs_matching_landmarks(face):
         pose_error(face[1], face[1][:60])
 
 
+def test_mouth_opening_error_is_how_much_more_or_less_the_lips_part(face):
+    points = face[1].astype(np.float64)
+    inter_ocular = np.linalg.norm(points[36] - points[45])
+    opened = points.copy()
+    opened[[65, 66, 67], 1] += 0.1 * inter_ocular
+    assert mouth_opening_error(points, points.copy()) == 0.0
+    assert mouth_opening_error(points, opened) == pytest.approx(0.1)
+    assert mouth_opening_error(opened, points) == pytest.approx(0.1)  # shut as much as open
+    moved = opened + 7.0  # the same face elsewhere: only the lips' parting counts
+    assert mouth_opening_error(opened, moved) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_redetection_finds_the_rendered_face(face, dlib_detector):
     image, points = face
     found = redetect_landmarks(dlib_detector, image, points)
     assert found.detected
     assert pose_error(points, found.points) < 0.02
+    assert mouth_opening_error(points, found.points) < 0.02
 
 
 def test_redetection_without_a_face_fits_inside_the_driving_box(face, dlib_detector):

@@ -27,9 +27,11 @@ def check_report(out, shots: list[int], methods: set[str], clips: int) -> dict:
         assert row["clips"] == clips
         assert 0 < row["ssim"] <= 1 and row["psnr"] > 5 and 0 < row["csim"] <= 1
         assert row["pose_error"] >= 0 and row["flicker"] > 0
+        assert 0 <= row["mouth_opening_error"] < 0.5
     table = (out / "metrics.md").read_text()
     assert "warping baseline" in table and "ours, feed-forward" in table
     assert "## By motion" in table and "## By subset" in table and "mouth PSNR" in table
+    assert "mouth opening error" in table
     assert "## Against the warp" in table
     assert {(row["method"], row["shots"], row["subset"]) for row in report["versus_warp"]} == {
         (method, k, subset) for method in methods - {"warp"} for k in shots

@@ -61,3 +61,16 @@ def test_rows_pair_the_same_frames_of_the_same_k():
     assert all(row["ssim"]["verdict"] == "no frames" for row in empty)
     # A frame the warp was not scored on is left out, not compared with another frame.
     assert versus_rows(ours[:1] + warp[1:])[0]["ssim"]["difference"] is None
+
+
+def test_less_of_a_lower_is_better_figure_is_better():
+    rng = np.random.default_rng(2)
+    lower = {f"clip{i}": list(-0.02 + 0.002 * rng.standard_normal(10)) for i in range(5)}
+    assert compare(lower, lower_is_better=True)["verdict"] == "better"
+    assert compare(lower)["verdict"] == "worse"
+    clips = {f"clip{i}": [0.5] * 6 for i in range(4)}
+    rows = versus_rows(frame_rows("ff", 1, {clip: [0.7] * 6 for clip in clips})
+                       + frame_rows("warp", 1, clips))
+    everything = next(row for row in rows if row["subset"] == ALL_FRAMES)
+    assert everything["ssim"]["verdict"] == "better"  # more SSIM: better
+    assert everything["mouth_opening_error"]["verdict"] == "worse"  # more error: worse

@@ -7,7 +7,8 @@ compares every rendered frame with the real frame it re-enacts:
 * :func:`ssim`, :func:`psnr`: fidelity of the pixels (scikit-image's implementations);
 * :class:`IdentityScorer`: CSIM, the cosine similarity of dlib's face descriptors;
 * :func:`pose_error` with :func:`redetect_landmarks`: does the rendered face take the driving
-  pose (normalised mean landmark error);
+  pose (normalised mean landmark error); :func:`mouth_opening_error`: does its mouth open as
+  far as the driving landmarks say (lip sync);
 * :func:`temporal_flicker`: per clip, how much less steady the rendering is than reality.
 
 :func:`clip_means` and :func:`overall_means` average per-frame rows into per-clip and overall
@@ -30,6 +31,7 @@ from calibration.ibug import OUTER_EYE_CORNERS
 from vcam.landmarks.detector import LandmarkDetector, create_detector
 from vcam.landmarks.face import Box, box_overlap, check_image, points_box
 from vcam.landmarks.models import model_file
+from vcam.warp import lip_gap
 
 PIXEL_RANGE = 255.0
 # Identical frames have an infinite PSNR; averages count it as this many dB.
@@ -89,6 +91,14 @@ def pose_error(driving_points: np.ndarray, rendered_points: np.ndarray) -> float
     if inter_ocular <= 0:
         raise ValueError("the driving landmarks' outer eye corners coincide")
     return float(np.linalg.norm(driving - rendered, axis=1).mean() / inter_ocular)
+
+
+def mouth_opening_error(driving_points: np.ndarray, rendered_points: np.ndarray) -> float:
+    """How far the mouth found on the rendering opens more or less than the driving mouth:
+    the absolute difference of their inner-lip gaps (:func:`vcam.warp.lip_gap`, inter-ocular
+    distances); 0 when the rendered lips part exactly as driven. A painter that draws closed
+    lips over an opening mouth, or a warp that stretches them, scores high."""
+    return abs(lip_gap(rendered_points) - lip_gap(driving_points))
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ METHOD_NAMES = {"ff": "ours, feed-forward", "ft": "ours, fine-tuned",
                 "warp": "warping baseline"}
 COLUMNS = (*METRICS, "flicker")
 METRIC_HEADERS = ["SSIM", "PSNR (dB)", "mouth SSIM", "mouth PSNR", "eye SSIM", "eye PSNR",
-                  "mouth interior", "CSIM", "pose error"]
+                  "mouth interior", "CSIM", "pose error", "mouth opening error"]
 # Frames in the grid of frames where ours and the warping baseline differ most.
 DIFFER_MOST_FRAMES = 8
 BOX_COLOUR = (0, 200, 0)
@@ -147,7 +147,8 @@ def versus_table(versus: list[dict]) -> str:
     notes = ["", "Ours minus the warping baseline on the same frames (same K), pooled over the "
              f"subset's frames, with a {CONFIDENCE:.0%} interval from a bootstrap over clips "
              "(frames of one clip are not independent): better or worse when the interval "
-             f"excludes 0, else a tie. No interval below {MIN_CLIPS} clips."]
+             f"excludes 0, else a tie (for the mouth opening error, where lower is better, a "
+             f"negative difference is better). No interval below {MIN_CLIPS} clips."]
     return "\n".join(lines + notes) + "\n"
 
 
@@ -167,7 +168,9 @@ def markdown_table(overall: list[dict]) -> str:
           *(number(row[name]) for name in COLUMNS)] for row in overall])
     notes = ["", "SSIM, PSNR, mouth interior, CSIM: higher is better. Pose error (landmarks "
              "re-detected on the rendering vs the driving landmarks, over the inter-ocular "
-             "distance) and flicker (frame-to-frame change relative to the real clip's; "
+             "distance), mouth opening error (the inner-lip gap of those re-detected landmarks "
+             "against the driving one, in inter-ocular distances: does the mouth open as "
+             "driven) and flicker (frame-to-frame change relative to the real clip's; "
              "1 = as steady as reality): "
              f"lower is better. PSNR of identical frames counts as {METRIC_CAPS['psnr']:.0f} "
              "dB. CSIM uses dlib's face descriptors, which are not centred: unrelated faces "

@@ -33,6 +33,7 @@ from vcam.enroll import enrollment_inputs
 from vcam.errors import UserError
 from vcam.eval.metrics import (
     IdentityScorer,
+    mouth_opening_error,
     pose_error,
     psnr,
     redetect_landmarks,
@@ -50,7 +51,7 @@ from vcam.train.episodes import Split
 from vcam.train.finetune import FineTuneSettings, finetune
 from vcam.warp import RUNTIME_WARP_SOURCE, WarpGuide
 
-METRICS = ("ssim", "psnr", *REGION_METRICS, "csim", "pose_error")
+METRICS = ("ssim", "psnr", *REGION_METRICS, "csim", "pose_error", "mouth_opening_error")
 
 
 PROTOCOLS = ("chosen", "first")
@@ -248,6 +249,7 @@ def score(run: ClipRun, reals: list[np.ndarray], targets: list[np.ndarray],
                          **region_scores(rendered, real, points),
                          "csim": scoring.scorer.similarity_to(rendered, face),
                          "pose_error": pose_error(points, redetected.points),
+                         "mouth_opening_error": mouth_opening_error(points, redetected.points),
                          "face_detected": redetected.detected})
         scoring.on_frame()
 

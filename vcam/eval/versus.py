@@ -20,9 +20,11 @@ from vcam.eval.metrics import capped
 from vcam.eval.motion import SUBSETS
 from vcam.eval.regions import REGION_METRICS
 
-VERSUS_METRICS = ("ssim", "psnr", *REGION_METRICS)
+VERSUS_METRICS = ("ssim", "psnr", *REGION_METRICS, "mouth_opening_error")
 VERSUS_HEADERS = ["SSIM", "PSNR (dB)", "mouth SSIM", "mouth PSNR", "eye SSIM", "eye PSNR",
-                  "mouth interior"]
+                  "mouth interior", "mouth opening error"]
+# Figures where less is better: a negative difference from the warp is ``better``.
+LOWER_IS_BETTER = ("mouth_opening_error",)
 BASELINE = "warp"
 # A bootstrap over fewer clips than this says nothing.
 MIN_CLIPS = 3
@@ -57,8 +59,9 @@ def pooled_mean(sums: np.ndarray, counts: np.ndarray, axis: int = -1) -> np.ndar
     return np.sum(sums, axis=axis) / np.sum(counts, axis=axis)
 
 
-def compare(by_clip: dict[str, list[float]]) -> dict:
-    """The pooled mean difference, its interval over clips and the verdict."""
+def compare(by_clip: dict[str, list[float]], lower_is_better: bool = False) -> dict:
+    """The pooled mean difference, its interval over clips and the verdict (``better`` when
+    the interval lies above 0, or below it for a figure where less is better)."""
     if not by_clip:
         return {"difference": None, "low": None, "high": None, "verdict": "no frames"}
     sums = np.array([sum(values) for values in by_clip.values()])
@@ -71,13 +74,14 @@ def compare(by_clip: dict[str, list[float]]) -> dict:
                          n_resamples=RESAMPLES, confidence_level=CONFIDENCE,
                          method="percentile", rng=np.random.default_rng(SEED))
     low, high = (float(value) for value in interval.confidence_interval)
-    verdict = "better" if low > 0 else "worse" if high < 0 else "tie"
+    gain, loss = (high < 0, low > 0) if lower_is_better else (low > 0, high < 0)
+    verdict = "better" if gain else "worse" if loss else "tie"
     return {"difference": difference, "low": low, "high": high, "verdict": verdict}
 
 
 def versus_rows(frame_rows: list[dict]) -> list[dict]:
     """One row per (our method, K, subset): each metric's comparison with the warp at the
-    same K (see :func:`compare`); lower-is-better metrics are not compared."""
+    same K (see :func:`compare`)."""
     runs: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for row in frame_rows:
         runs[(row["method"], row["shots"])].append(row)
@@ -88,7 +92,8 @@ def versus_rows(frame_rows: list[dict]) -> list[dict]:
             continue
         pairs = paired_frames(ours, warp)
         for subset in SUBSETS:
-            figures = {metric: compare(frame_differences(pairs, subset, metric))
+            figures = {metric: compare(frame_differences(pairs, subset, metric),
+                                       metric in LOWER_IS_BETTER)
                        for metric in VERSUS_METRICS}
             clips = {row["clip"] for row in ours if subset in row["subsets"]}
             frames = sum(subset in row["subsets"] for row in ours)
