@@ -220,3 +220,12 @@ def test_the_mouth_input_is_chosen_on_the_command_line_and_kept_by_the_model(tin
                                                                       episodes=episodes))
         assert episodes_for(plan, open_dataset(tiny_dataset).clips).cavity
     assert not episodes_for(dataclasses.replace(plan, config=WARP_TINY), ()).cavity
+    # A warm start keeps the model's choice unless told otherwise.
+    for given, kept in ((None, "cavity"), ("warp", "warp")):
+        out = tmp_path / f"from-{given}"
+        choice = ["--mouth-input", given] if given else []
+        assert main(["train", "meta", "--data", str(tiny_dataset), "--config", "tiny",
+                     "--generator", "warp", *choice, "--init", str(tmp_path / "run"),
+                     "--shots", "1", "--steps", "1", "--vgg", "none", "--no-identity-loss",
+                     "--workers", "0", "--device", "cpu", "--out", str(out)]) == 0
+        assert load_models(out).config.mouth_input == kept

@@ -28,9 +28,10 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
     meta.add_argument("--generator", choices=("direct", "warp"), default="direct",
                       help="direct: G sees the landmark image (the paper); warp: G also sees "
                       "the nearest enrollment frame warped to the target landmarks")
-    meta.add_argument("--mouth-input", choices=("warp", "cavity"), default="warp",
+    meta.add_argument("--mouth-input", choices=("warp", "cavity"), default=None,
                       help="what the warp-guided generator sees where the mouth opens beyond its "
-                      "source: the stretched lips of the warp, or a dark cavity it must paint")
+                      "source: the stretched lips of the warp, or a dark cavity it must paint "
+                      "(default: the --init model's choice, else warp)")
     meta.add_argument("--out", type=Path, required=True, help="the run folder")
     meta.add_argument("--steps", type=positive_int, default=1000,
                       help="train until this step (total, also when resuming)")
@@ -159,8 +160,10 @@ def run_train_meta_command(args: argparse.Namespace) -> int:
     from vcam.train.run import run_meta_training
 
     losses = loss_weights(args.loss_weights, args.episodes)
+    mouth_input = args.mouth_input or "warp"
     if args.init:
-        find_weights(args.init)
+        _, metadata = find_weights(args.init)
+        mouth_input = args.mouth_input or metadata.get("config", {}).get("mouth_input", "warp")
     if args.device == "cuda":
         import torch
 
@@ -180,7 +183,7 @@ def run_train_meta_command(args: argparse.Namespace) -> int:
         vgg_size=args.vgg_size, discriminator_every=args.discriminator_every,
         weight_average=weight_decay_option(args.weight_average))
     config = dataclasses.replace(get_config(args.config), generator=args.generator,
-                                 mouth_input=args.mouth_input)
+                                 mouth_input=mouth_input)
     result = run_meta_training(args.data, args.out, config, settings,
                                resume=args.resume, device=args.device, quiet=args.json)
     if result.rank != 0:
