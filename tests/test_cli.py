@@ -71,6 +71,13 @@ def test_train_meta_refuses_bad_data_in_one_line(tmp_path):
     assert result.stderr.strip().count("\n") == 0
 
 
+def test_a_cavity_needs_the_warp_guided_generator(tmp_path):
+    result = run_vcam("train", "meta", "--data", str(tmp_path), "--config", "tiny",
+                      "--out", str(tmp_path / "run"), "--vgg", "none", "--mouth-input", "cavity")
+    assert result.returncode == 2
+    assert "--generator warp" in result.stderr and result.stderr.strip().count("\n") == 0
+
+
 def test_run_vcam_without_a_command_runs_the_camera(tmp_path):
     from vcam.cli import with_default_command
 

@@ -386,3 +386,27 @@ def test_only_a_cavity_model_is_given_the_hole(face):
     assert np.array_equal(holed[~inside(wide, erode=-2)], warped[~inside(wide, erode=-2)])
     shut = cavity.image_for(closed)
     assert cavity.network_image(closed, shut) is shut
+
+
+def test_a_cavity_model_fine_tunes_on_enrollment_warps_with_the_hole(face):
+    import dataclasses
+
+    from vcam.enroll import enrollment_inputs
+    from vcam.images import to_tensor
+    from vcam.models.config import get_config
+    from vcam.warp import WarpGuide, lip_gap
+
+    photo, points = face
+    closed = opened(points, -lip_gap(points))
+    landmarks = np.stack([closed, opened(closed, 0.3)])
+    crops = np.stack([photo, photo])
+    marks = torch.zeros(2, 3, SIZE, SIZE)
+    warp_config = dataclasses.replace(get_config("tiny"), generator="warp")
+    cavity_config = dataclasses.replace(warp_config, mouth_input="cavity")
+    plain = enrollment_inputs(warp_config, crops, landmarks, marks)[:, 3:]
+    holed = enrollment_inputs(cavity_config, crops, landmarks, marks)[:, 3:]
+    assert torch.equal(plain[0], holed[0])  # the closed mouth, warped from the open one
+    guide = WarpGuide(crops, landmarks, cavity=True)
+    expected = guide.network_image(landmarks[1], guide.image_for(landmarks[1], exclude=1), 1)
+    assert torch.equal(holed[1], to_tensor(expected))
+    assert float(holed[1].mean()) < float(plain[1].mean())

@@ -184,7 +184,8 @@ def enrollment_inputs(config: ModelConfig, crops: np.ndarray, landmarks: np.ndar
         return marks
     guide = WarpGuide(crops, landmarks, cavity=config.mouth_cavity)
     warped = torch.stack([
-        to_tensor(guide.network_image(points, guide.image_for(points, exclude=index), index))
+        to_tensor(guide.network_image(points, guide.image_for(points, exclude=index),
+                                    exclude=index))
         for index, points in enumerate(landmarks)])
     return generator_input(marks, warped)
 

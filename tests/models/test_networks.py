@@ -85,7 +85,7 @@ def test_from_dict_rejects_unknown_keys() -> None:
 @pytest.mark.parametrize(
     "change",
     [{"image_size": 100}, {"generator": "flow"}, {"num_down_blocks": 5}, {"io_stride": 3},
-     {"mouth_input": "teeth"}],
+     {"mouth_input": "teeth"}, {"mouth_input": "cavity"}],
 )
 def test_invalid_config_is_refused(change: dict[str, object]) -> None:
     with pytest.raises(ValueError):

@@ -13,7 +13,7 @@ from tests.conftest import crafted
 from vcam.avatar import avatar_bytes, load_avatar
 from vcam.enroll import Photo, enroll
 from vcam.landmarks.shape_basis import fit_shape_basis
-from vcam.models.store import load_models
+from vcam.models.store import default_model_path, load_models
 from vcam.net.avatar_exchange import (
     ExchangeSettings,
     IncomingAvatar,
@@ -299,3 +299,18 @@ def test_the_landmark_inbox_never_raises_on_mutated_packets(basis, packets, data
     inbox.receive(None)
     assert inbox.errors == 0
     assert inbox.decoder.stats.received >= 1
+
+
+def test_the_shipped_model_and_every_named_configuration_are_known():
+    import dataclasses
+
+    from vcam.models.config import get_config
+    from vcam.net.avatar_exchange import is_known_config
+
+    assert is_known_config(load_models(default_model_path()).config)
+    for name in ("tiny", "cpu", "paper"):
+        for generator, mouth_input in (("direct", "warp"), ("warp", "warp"), ("warp", "cavity")):
+            config = dataclasses.replace(get_config(name), generator=generator,
+                                         mouth_input=mouth_input)
+            assert is_known_config(config)
+            assert not is_known_config(dataclasses.replace(config, embedding_size=300))

@@ -6,7 +6,7 @@ import numpy as np
 
 from vcam.runtime.avatars import AvatarLibrary
 from vcam.runtime.frames import Frame
-from vcam.runtime.pipeline import RenderWorker
+from vcam.runtime.pipeline import RenderWorker, to_rgb_image
 from vcam.warp import lip_gap
 
 
@@ -49,11 +49,19 @@ def wide_open(points: np.ndarray) -> np.ndarray:
     return wide
 
 
-def network_input_for(library: AvatarLibrary, points: np.ndarray) -> tuple[np.ndarray, Frame]:
-    """The warp the network was given for ``points`` (RGB uint8), and the finished frame."""
-    given = []
+def network_input_for(library: AvatarLibrary,
+                      points: np.ndarray) -> tuple[np.ndarray, np.ndarray, Frame]:
+    """The warp the network was given for ``points`` (RGB uint8), what it rendered (RGB
+    uint8) and the finished frame."""
+    given, rendered = [], []
+
+    def recording(index, inputs):
+        given.append(inputs.copy())
+        rendered.append(render(index, inputs))
+        return rendered[-1]
+
     render = library.render
-    library.render = lambda index, inputs: given.append(inputs.copy()) or render(index, inputs)
+    library.render = recording
     try:
         worker = RenderWorker(library)
         frame = worker.process(worker.prepare(Frame(0, 0.0, 0.0, avatar_points=points)))
@@ -61,7 +69,7 @@ def network_input_for(library: AvatarLibrary, points: np.ndarray) -> tuple[np.nd
         library.render = render
     assert len(given) == 1
     warp = np.clip(np.round((given[0][0, 3:].transpose(1, 2, 0) + 1) * 127.5), 0, 255)
-    return warp.astype(np.uint8), frame
+    return warp.astype(np.uint8), to_rgb_image(rendered[0][0]), frame
 
 
 def test_a_cavity_avatar_gives_its_network_a_hole_and_shows_the_warp_around_it(
@@ -71,9 +79,13 @@ def test_a_cavity_avatar_gives_its_network_a_hole_and_shows_the_warp_around_it(
     guide = cavity_library.warp_guide(0)
     assert guide.cavity and not warp_library.warp_guide(0).cavity
     warped = guide.image_for(points)
-    given, frame = network_input_for(cavity_library, points)
+    given, painting, frame = network_input_for(cavity_library, points)
     assert np.abs(given.astype(int) - guide.network_image(points, warped)).max() <= 1
     assert given[y, x].mean() < 0.6 * warped[y, x].mean()  # a dark hole where lips stretch
-    assert np.array_equal(frame.rendered[:8, :8], warped[:8, :8])  # the painting's base: the warp
-    plain, _ = network_input_for(warp_library, points)
+    # The painting is blended over the plain warp, not over the warp with the hole.
+    expected = guide.paint(painting, warped, guide.paint_region(points))
+    assert np.array_equal(frame.rendered, expected)
+    holed_base = guide.paint(painting, given, guide.paint_region(points))
+    assert not np.array_equal(frame.rendered, holed_base)
+    plain, _, _ = network_input_for(warp_library, points)
     assert np.abs(plain.astype(int) - warp_library.warp_guide(0).image_for(points)).max() <= 1

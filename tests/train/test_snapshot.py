@@ -229,3 +229,9 @@ def test_the_mouth_input_is_chosen_on_the_command_line_and_kept_by_the_model(tin
                      "--shots", "1", "--steps", "1", "--vgg", "none", "--no-identity-loss",
                      "--workers", "0", "--device", "cpu", "--out", str(out)]) == 0
         assert load_models(out).config.mouth_input == kept
+    # Resuming without the option continues with the run's own choice.
+    assert main(["train", "meta", "--data", str(tiny_dataset), "--config", "tiny",
+                 "--generator", "warp", "--episodes", "snapshot", "--shots", "1", "--steps", "2",
+                 "--vgg", "none", "--no-identity-loss", "--workers", "0", "--device", "cpu",
+                 "--out", str(tmp_path / "run"), "--resume"]) == 0
+    assert load_models(tmp_path / "run").config.mouth_input == "cavity"

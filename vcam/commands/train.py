@@ -31,7 +31,7 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
     meta.add_argument("--mouth-input", choices=("warp", "cavity"), default=None,
                       help="what the warp-guided generator sees where the mouth opens beyond its "
                       "source: the stretched lips of the warp, or a dark cavity it must paint "
-                      "(default: the --init model's choice, else warp)")
+                      "(default: the run's own with --resume, the --init model's, else warp)")
     meta.add_argument("--out", type=Path, required=True, help="the run folder")
     meta.add_argument("--steps", type=positive_int, default=1000,
                       help="train until this step (total, also when resuming)")
@@ -152,6 +152,22 @@ def run_train_export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def recorded_mouth_input(args: argparse.Namespace) -> str:
+    """The mouth input a run resumes with (its ``run.json``) or a warm start inherits (the
+    ``--init`` model's); ``warp`` for a new run from scratch."""
+    from vcam.models.store import find_weights
+
+    run_file = args.out / "run.json"
+    if args.resume and run_file.is_file():
+        try:
+            return json.loads(run_file.read_text())["config"].get("mouth_input", "warp")
+        except (OSError, ValueError, KeyError, AttributeError):
+            return "warp"  # the run's own check names what is wrong with it
+    if args.init:
+        return find_weights(args.init)[1].get("config", {}).get("mouth_input", "warp")
+    return "warp"
+
+
 def run_train_meta_command(args: argparse.Namespace) -> int:
     from vcam.models.config import get_config
     from vcam.models.store import find_weights
@@ -160,10 +176,13 @@ def run_train_meta_command(args: argparse.Namespace) -> int:
     from vcam.train.run import run_meta_training
 
     losses = loss_weights(args.loss_weights, args.episodes)
-    mouth_input = args.mouth_input or "warp"
     if args.init:
-        _, metadata = find_weights(args.init)
-        mouth_input = args.mouth_input or metadata.get("config", {}).get("mouth_input", "warp")
+        find_weights(args.init)
+    if args.generator != "warp" and args.mouth_input == "cavity":
+        raise UserError("--mouth-input cavity needs --generator warp (only the warp-guided "
+                        "generator is given a warp to cut the cavity into)")
+    mouth_input = "warp" if args.generator != "warp" else (
+        args.mouth_input or recorded_mouth_input(args))
     if args.device == "cuda":
         import torch
 

@@ -74,6 +74,8 @@ class ModelConfig:
             raise ValueError(f"generator must be one of {GENERATOR_KINDS}, got {self.generator!r}")
         if self.mouth_input not in MOUTH_INPUTS:
             raise ValueError(f"mouth_input must be one of {MOUTH_INPUTS}, got {self.mouth_input!r}")
+        if self.mouth_cavity and self.generator != "warp":
+            raise ValueError("mouth_input='cavity' needs the warp-guided generator")
         if not 0 < self.base_channels <= self.max_channels:
             raise ValueError("need 0 < base_channels <= max_channels")
         if self.embedding_size <= 0 or self.num_bottleneck_blocks < 0:

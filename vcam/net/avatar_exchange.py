@@ -184,10 +184,12 @@ def check_loaded(avatar: Avatar, expected: AvatarInfo) -> None:
 
 
 def is_known_config(config: ModelConfig) -> bool:
-    """Equal to one of the named configurations (up to the generator kind)."""
+    """Equal to one of the named configurations (up to the generator kind and what it is
+    given inside an opening mouth, neither of which changes a network's size)."""
     for name in config_names():
         named = get_config(name)
-        if dataclasses.replace(config, generator=named.generator) == named:
+        if dataclasses.replace(config, generator=named.generator,
+                               mouth_input=named.mouth_input) == named:
             return True
     return False
 
