@@ -353,21 +353,40 @@ def mouth_cavity(warped: np.ndarray, target_points: np.ndarray,
     the source's: the inner-lip polygon (points 60-67) filled with CAVITY_SHADE times the
     lips' median colour, blended in by :func:`paint_strength` (the warp itself where the mouth
     opens no further than the source's). The stretched closed lips a warp puts there would
-    tell the network to draw lips; the hole asks it to paint the inside of a mouth."""
+    tell the network to draw lips; the hole asks it to paint the inside of a mouth. Only the
+    box around the mouth is worked on (this runs for every painted frame)."""
     strength = paint_strength(lip_gap(target_points) - lip_gap(source_points))
     if strength <= 0.0:
         return warped
-    size = warped.shape[0]
     points = np.round(np.asarray(target_points, np.float64)).astype(np.int32)
-    inner = np.zeros((size, size), np.float32)
-    cv2.fillPoly(inner, [points[ibug.INNER_LIP]], 1.0, cv2.LINE_AA)
-    outer = np.zeros((size, size), np.uint8)
-    cv2.fillPoly(outer, [points[OUTER_LIP]], 1)
-    lips = warped[(outer > 0) & (inner < 0.5)]
+    box = mouth_box(points, warped.shape[0])
+    if box is None:
+        return warped
+    rows, columns = box
+    corner = np.array([columns.start, rows.start], np.int32)
+    inner = np.zeros((rows.stop - rows.start, columns.stop - columns.start), np.float32)
+    cv2.fillPoly(inner, [points[ibug.INNER_LIP] - corner], 1.0, cv2.LINE_AA)
+    outer = np.zeros(inner.shape, np.uint8)
+    cv2.fillPoly(outer, [points[OUTER_LIP] - corner], 1)
+    lips = warped[box][(outer > 0) & (inner < 0.5)]
     colour = np.median(lips if len(lips) else warped.reshape(-1, 3), axis=0)
     weight = strength * inner[..., None]
-    holed = (1 - weight) * warped + weight * (CAVITY_SHADE * colour)
-    return np.clip(np.round(holed), 0, 255).astype(np.uint8)
+    holed = warped.copy()
+    holed[box] = np.clip(np.round((1 - weight) * warped[box] + weight * (CAVITY_SHADE * colour)),
+                         0, 255).astype(np.uint8)
+    return holed
+
+
+def mouth_box(points: np.ndarray, size: int) -> tuple[slice, slice] | None:
+    """The rows and columns of a ``size`` px image around the mouth points (48-67) of integer
+    ``points``, with room for anti-aliased edges; None when the mouth is off the image."""
+    x, y, width, height = cv2.boundingRect(points[OUTER_LIP.start:ibug.INNER_LIP.stop])
+    pad = 2
+    rows = slice(max(y - pad, 0), min(y + height + pad, size))
+    columns = slice(max(x - pad, 0), min(x + width + pad, size))
+    if rows.start >= rows.stop or columns.start >= columns.stop:
+        return None
+    return rows, columns
 
 
 def chroma_limit(photos: np.ndarray) -> float:

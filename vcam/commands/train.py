@@ -152,20 +152,24 @@ def run_train_export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def recorded_mouth_input(args: argparse.Namespace) -> str:
-    """The mouth input a run resumes with (its ``run.json``) or a warm start inherits (the
-    ``--init`` model's); ``warp`` for a new run from scratch."""
-    from vcam.models.store import find_weights
-
+def mouth_input_option(args: argparse.Namespace, init_config: dict) -> str:
+    """``--mouth-input``, or by default the one the run resumes with (its ``run.json``) or a
+    warm start inherits (``init_config``, the ``--init`` model's); ``warp`` for a new run from
+    scratch and for the direct generator (a one-line error if a cavity is asked of it)."""
+    if args.generator != "warp":
+        if args.mouth_input == "cavity":
+            raise UserError("--mouth-input cavity needs --generator warp (only the "
+                            "warp-guided generator is given a warp to cut the cavity into)")
+        return "warp"
+    if args.mouth_input:
+        return args.mouth_input
     run_file = args.out / "run.json"
     if args.resume and run_file.is_file():
         try:
             return json.loads(run_file.read_text())["config"].get("mouth_input", "warp")
         except (OSError, ValueError, KeyError, AttributeError):
             return "warp"  # the run's own check names what is wrong with it
-    if args.init:
-        return find_weights(args.init)[1].get("config", {}).get("mouth_input", "warp")
-    return "warp"
+    return init_config.get("mouth_input", "warp")
 
 
 def run_train_meta_command(args: argparse.Namespace) -> int:
@@ -176,13 +180,8 @@ def run_train_meta_command(args: argparse.Namespace) -> int:
     from vcam.train.run import run_meta_training
 
     losses = loss_weights(args.loss_weights, args.episodes)
-    if args.init:
-        find_weights(args.init)
-    if args.generator != "warp" and args.mouth_input == "cavity":
-        raise UserError("--mouth-input cavity needs --generator warp (only the warp-guided "
-                        "generator is given a warp to cut the cavity into)")
-    mouth_input = "warp" if args.generator != "warp" else (
-        args.mouth_input or recorded_mouth_input(args))
+    init_config = find_weights(args.init)[1].get("config", {}) if args.init else {}
+    mouth_input = mouth_input_option(args, init_config)
     if args.device == "cuda":
         import torch
 

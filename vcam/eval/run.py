@@ -208,9 +208,9 @@ def render_ours(generator: PersonalisedGenerator, enrollment: Enrolled,
         if guide is not None and region is None:  # as the runtime shows it: the warp
             frames.append(warped)
             continue
-        network_warp = None if guide is None else guide.network_image(points, warped)
+        network_warp = None if guide is None else to_tensor(guide.network_image(points, warped))
         inputs = generator_input(to_tensor(rasterise(points, size))[None],
-                                 None if warped is None else to_tensor(network_warp)[None])
+                                 None if network_warp is None else network_warp[None])
         rendered = to_image(generator(inputs)[0])
         frames.append(rendered if guide is None else guide.paint(rendered, warped, region))
     return frames
