@@ -33,7 +33,6 @@ class FaultSettings:
             raise ValueError("drop and reorder are probabilities in 0..1")
 
 
-
 @dataclass(frozen=True)
 class LandmarkSample:
     """Landmarks (68, 2) float32 in the sender's avatar-crop pixels, and when the frame was
@@ -115,6 +114,8 @@ class LandmarkSender:
                 if self.stop.is_set():
                     break
                 self.send(sample)
+            if not self.stop.is_set():
+                self.send_rest()
         except Exception as error:  # reported, then the call ends like any source end
             self.error = f"{type(error).__name__}: {error}"
         finally:
@@ -126,9 +127,18 @@ class LandmarkSender:
             self.key_wanted.clear()
             self.encoder.request_key()
         for packet in self.encoder.encode(sample.landmarks, sample.capture_us):
-            future = asyncio.run_coroutine_threadsafe(self.deliver(packet), self.loop)
-            future.result(timeout=5.0)
+            self.hand_over(packet)
         self.encoded = self.encoder.packed
+
+    def send_rest(self) -> None:
+        """The packet that was filling when the source ended, not full."""
+        if self.encoder.frames:
+            self.hand_over(self.encoder.flush())
+            self.encoded = self.encoder.packed
+
+    def hand_over(self, packet: bytes) -> None:
+        future = asyncio.run_coroutine_threadsafe(self.deliver(packet), self.loop)
+        future.result(timeout=5.0)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop and wait for the thread (blocking: call it from a thread)."""
