@@ -136,6 +136,8 @@ def test_pipeline_bench_runs_on_a_recording_and_reports_the_painted_share(mouth_
     print("\n".join(lines))
     painted = report["file"]["frames_painted"]
     assert any(f"painted {painted} of 10 frames rendered" in line for line in lines)
+    reused = report["live"]["frames_reused"]
+    assert any(f"{reused} more showed its last painting warped" in line for line in lines)
 
 
 def test_a_recording_is_read_up_to_the_frame_count_and_scaled_down_to_fit(tmp_path):

@@ -64,3 +64,23 @@ def test_close_wakes_a_blocked_producer():
     handoff.close()
     producer.join(timeout=2)
     assert results == [False]
+
+
+def test_a_patient_producer_lets_an_idle_consumer_take_each_of_two_quick_items():
+    handoff: Handoff[int] = Handoff("test", patience_s=0.5)
+    received: list[int] = []
+    consumer = threading.Thread(target=lambda: received.extend(
+        handoff.get(timeout=2) for _ in range(2)))
+    consumer.start()
+    assert handoff.put(1) and handoff.put(2)  # the second waits until the first is taken
+    consumer.join(timeout=5)
+    assert received == [1, 2] and handoff.dropped == 0
+
+
+def test_a_patient_producer_still_replaces_an_item_nobody_takes():
+    handoff: Handoff[int] = Handoff("test", patience_s=0.05)
+    handoff.put(1)
+    started = time.perf_counter()
+    assert handoff.put(2)
+    assert time.perf_counter() - started >= 0.04  # it waited, then the newest item won
+    assert handoff.get(timeout=0) == 2 and handoff.dropped == 1

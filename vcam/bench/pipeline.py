@@ -155,7 +155,7 @@ def figures(summary: RunSummary) -> dict:
             "latency_p95_ms": summary.latency_p95_ms,
             "latency_median_frame_intervals": summary.latency_median_ms / interval_ms,
             "stage_ms": summary.stage_ms, "frames_rendered": summary.frames_rendered,
-            "frames_painted": summary.frames_painted,
+            "frames_painted": summary.frames_painted, "frames_reused": summary.frames_reused,
             "painted_percent": 100 * summary.frames_painted / max(summary.frames_rendered, 1),
             "frames_tracked": summary.face_states.get(FaceState.TRACKING.value, 0)}
 
@@ -236,8 +236,9 @@ def pipeline_bench_lines(report: dict) -> list[str]:
                   f"  median ms per frame: {stages}; CPU {run['cpu_ms_per_frame']:.1f} ms per "
                   "frame output (all threads)",
                   f"  painted {run['frames_painted']} of {run['frames_rendered']} frames "
-                  f"rendered ({run['painted_percent']:.0f}%: the network ran on these, the "
-                  f"rest showed the warp); face tracked on {run['frames_tracked']} of "
+                  f"rendered ({run['painted_percent']:.0f}%: the network ran on these, "
+                  f"{run['frames_reused']} more showed its last painting warped, the rest "
+                  f"showed the warp); face tracked on {run['frames_tracked']} of "
                   f"{run['frames_output']} frames output"]
     lines.append(f"goals (live): >= {GOAL_FPS} frames/s "
                  f"{'met' if report['meets_fps_goal'] else 'NOT met'}, <= "

@@ -1,8 +1,10 @@
 """A one-slot hand-off between two real-time stages.
 
-Live (the default): the newest item wins. ``put`` never blocks; an item the consumer has not
-taken yet is replaced and counted in ``dropped``, so a slow consumer sees fresh frames and
-never a backlog. Lossless (``wait_for_consumer=True``, for file inputs): ``put`` waits until
+Live (the default): the newest item wins. ``put`` does not wait for the consumer; an item
+the consumer has not taken yet is replaced and counted in ``dropped``, so a slow consumer
+sees fresh frames and never a backlog. With ``patience_s`` the producer first waits that
+long for the consumer to take it (two frames that leave a stage together, after a slow one,
+both arrive). Lossless (``wait_for_consumer=True``, for file inputs): ``put`` waits until
 the consumer has taken the previous item, so every item arrives and nothing is dropped.
 
 ``close`` ends the stream: items already put are still delivered, then ``get`` raises
@@ -24,9 +26,11 @@ class HandoffClosed(Exception):
 class Handoff(Generic[Item]):
     """A single slot: latest-item-wins, or lossless when ``wait_for_consumer`` is set."""
 
-    def __init__(self, name: str, wait_for_consumer: bool = False) -> None:
+    def __init__(self, name: str, wait_for_consumer: bool = False,
+                 patience_s: float = 0.0) -> None:
         self.name = name
         self.wait_for_consumer = wait_for_consumer
+        self.patience_s = patience_s
         self._condition = threading.Condition()
         self._item: Item | None = None
         self._closed = False
@@ -40,8 +44,9 @@ class Handoff(Generic[Item]):
     def put(self, item: Item) -> bool:
         """Offer ``item``; False when the hand-off is closed (the item is discarded)."""
         with self._condition:
-            if self.wait_for_consumer:
-                self._condition.wait_for(lambda: self._item is None or self._closed)
+            if self.wait_for_consumer or self.patience_s:
+                self._condition.wait_for(lambda: self._item is None or self._closed,
+                                         None if self.wait_for_consumer else self.patience_s)
             if self._closed:
                 return False
             if self._item is not None:

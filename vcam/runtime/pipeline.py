@@ -33,6 +33,7 @@ from vcam.runtime.face_loss import FaceAbsence, FaceLossPolicy, FaceLossSettings
 from vcam.runtime.frames import Frame, FrameKind
 from vcam.runtime.handoff import Handoff, HandoffClosed
 from vcam.runtime.retarget import Retargeter, RetargetSettings
+from vcam.runtime.reuse import Painting, PaintingReuse
 from vcam.runtime.sinks import Pacer, Sink, WindowSink
 from vcam.runtime.stats import PipelineStats, StageStats, StatsSnapshot, percentile
 
@@ -76,7 +77,9 @@ class RunSummary:
     ``face_states`` counts the frames output per face state (tracking, holding, easing,
     neutral) and the "camera lost" cards; ``frames_by_avatar`` the frames of each avatar;
     ``frames_painted`` the frames rendered on which the generator network ran (a warp-guided
-    avatar runs it only where the mouth opens beyond its source: the rest show the warp).
+    avatar runs it only where the mouth opens beyond its source: the rest show the warp);
+    ``frames_reused`` the painted frames of a live input that showed the network's last
+    painting, warped, because the network is slower than the input's frames.
     """
 
     reason: str
@@ -93,16 +96,19 @@ class RunSummary:
     face_states: dict[str, int] = field(default_factory=dict)
     frames_by_avatar: dict[str, int] = field(default_factory=dict)
     frames_painted: int = 0
+    frames_reused: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def lines(self) -> list[str]:
         stages = ", ".join(f"{name} {ms:.1f}" for name, ms in self.stage_ms.items())
+        reused = (f", {self.frames_reused} more with its last painting warped"
+                  if self.frames_reused else "")
         return [f"stopped: {self.reason}",
                 f"frames: {self.frames_captured} captured, {self.frames_rendered} rendered "
-                f"({self.frames_painted} painted by the network), {self.frames_output} output, "
-                f"{self.dropped} dropped",
+                f"({self.frames_painted} painted by the network{reused}), "
+                f"{self.frames_output} output, {self.dropped} dropped",
                 f"{self.fps:.1f} frames/s; capture-to-sink latency {self.latency_median_ms:.0f} "
                 f"ms median, {self.latency_p95_ms:.0f} ms p95",
                 f"median ms per frame: {stages}"]
@@ -170,13 +176,17 @@ class RenderWorker:
 
     :meth:`prepare` (run in the landmark stage) draws the landmark image and, for the
     warp-guided generator, warps the enrollment frame: the render stage is left with the
-    network alone, its slowest part, so neither stage needs more than one frame interval.
+    network alone, its slowest part. Where the network is slower than the live input's
+    frames, it runs on one painted frame in a few and the frames between show its last
+    painting, warped (:mod:`vcam.runtime.reuse`); ``frame_interval_ms`` is None for a file,
+    where it runs on every one.
     """
 
-    def __init__(self, library: AvatarLibrary) -> None:
+    def __init__(self, library: AvatarLibrary, frame_interval_ms: float | None = None) -> None:
         self.library = library
         self._landmark_images: dict[int, np.ndarray] = {}
         self.frames_painted = 0  # frames on which the network ran
+        self.reuse = PaintingReuse(frame_interval_ms)
 
     def prepare(self, frame: Frame) -> Frame:
         """What the render stage needs: for the warp-guided generator the warped enrollment
@@ -217,17 +227,28 @@ class RenderWorker:
         the warp for a warp-guided avatar), or the warp alone where there is nothing to
         paint."""
         if frame.avatar_points is None:
+            self.reuse.forget()
             return frame
         if frame.network_input is None:  # nothing to paint: the warp
+            self.reuse.forget()
             frame.rendered = frame.warped
         else:
-            rendered = to_rgb_image(
-                self.library.render(frame.avatar_index, frame.network_input)[0])
-            self.frames_painted += 1
+            rendered = self.painting(frame)
             frame.rendered = rendered if frame.warped is None else self.library.warp_guide(
                 frame.avatar_index).paint(rendered, frame.warped, frame.paint)
         frame.network_input = frame.warped = frame.paint = None
         return frame
+
+    def painting(self, frame: Frame) -> np.ndarray:
+        """The network's RGB crop for ``frame``, or its last one warped to the frame's face."""
+        if not self.reuse.network_due(frame.avatar_index):
+            return self.reuse.reuse(frame.avatar_points)
+        started = time.perf_counter()
+        rendered = to_rgb_image(self.library.render(frame.avatar_index, frame.network_input)[0])
+        self.frames_painted += 1
+        self.reuse.remember(Painting(rendered, frame.avatar_points, frame.avatar_index),
+                            elapsed_ms(started))
+        return rendered
 
 
 def to_rgb_image(frame: np.ndarray) -> np.ndarray:
@@ -253,13 +274,16 @@ class Pipeline:
         self.settings = settings
         self.controls = controls or Controls(len(library))
         lossless = (not source.live) if settings.lossless is None else settings.lossless
+        # After the network ran, the frame that waited for it follows at once: the output
+        # stage gets up to half a frame interval to take the first before it is replaced.
         self.handoffs: dict[str, Handoff[Frame]] = {
-            name: Handoff(name, wait_for_consumer=lossless)
+            name: Handoff(name, wait_for_consumer=lossless,
+                          patience_s=0.5 / settings.fps if name == "render->output" else 0.0)
             for name in ("capture->landmarks", "landmarks->render", "render->output")}
         self.stats = PipelineStats(dropped_counter=self.dropped)
         self.landmarks = LandmarkWorker(tracker, library, settings, self.controls,
                                         driver_neutral)
-        self.renderer = RenderWorker(library)
+        self.renderer = RenderWorker(library, None if lossless else 1000 / settings.fps)
         self.compositor = Compositor(settings.compositor,
                                      [library.avatar(index) for index in range(len(library))])
         self.face_states: Counter[str] = Counter()
@@ -475,4 +499,5 @@ class Pipeline:
             face_states=dict(self.face_states),
             frames_by_avatar=dict(self.frames_by_avatar),
             frames_painted=self.renderer.frames_painted,
+            frames_reused=self.renderer.reuse.frames_reused,
         )
