@@ -305,6 +305,21 @@ def test_the_painting_is_no_more_colourful_than_the_enrollment(face):
         assert guide.paint(red_mouth, crops, None) is crops
 
 
+def test_the_painting_is_smoothed_over_the_networks_two_pixel_blocks(face):
+    from vcam.warp import WarpGuide
+
+    photo, points = face
+    blocks = (np.indices(photo.shape[:2]) // 2).sum(axis=0) % 2  # a 2x2-block checkerboard
+    rendered = np.repeat((60 + 120 * blocks)[..., None], 3, axis=2).astype(np.uint8)
+    grey = np.repeat(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    region = np.zeros((*photo.shape[:2], 1), np.float32)
+    region[20:-20, 20:-20] = 1.0
+    painted = WarpGuide(grey[None], points[None]).paint(rendered, grey, region).astype(int)
+    inner = painted[30:-30, 30:-30]
+    assert abs(inner.mean() - 120) < 3 and inner.std() < 0.3 * rendered.std()
+    assert np.array_equal(painted[:20], grey[:20])  # outside the region: the warp
+
+
 def test_painting_blends_only_the_box_around_the_region_and_changes_nothing_else(face):
     from vcam.warp import lip_gap, paint_region, paint_where_needed, painted_box
 

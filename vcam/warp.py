@@ -310,6 +310,13 @@ CAVITY_SHADE = 0.35
 # The painting's chroma is capped at this percentile of the enrollment photos' (the network
 # learnt red mouths from colour video and paints them into black-and-white photos too).
 CHROMA_PERCENTILE = 99
+# The network paints at half resolution (its output is a 2x2 pixel shuffle), so the edge of a
+# painted cavity shows 2-pixel steps; its painting is smoothed by a Gaussian of this sigma
+# (pixels) before it is blended in. Measured on the shipped model, K = 1, `first`, frames where
+# the mouth opens beyond the snapshot's: mouth PSNR +0.02 dB and SSIM +0.001 on 40 clips of
+# training identities (41 frames), +0.08 dB and +0.003 on the validation ones (56 frames);
+# sigma 0.7 and 1.4 gave the same within 0.01 dB. The steps are gone.
+PAINT_SMOOTHING = 1.0
 
 
 def lip_gap(points: np.ndarray) -> np.ndarray | float:
@@ -502,9 +509,13 @@ class WarpGuide:
     def paint(self, rendered: np.ndarray, warped: np.ndarray,
               region: np.ndarray | None) -> np.ndarray:
         """The warp with the network's painting inside ``region`` (see
-        :func:`paint_where_needed`), the painting no more colourful than the enrollment."""
-        return paint_where_needed(rendered, warped, region,
-                                  lambda painting: limit_chroma(painting, self.chroma_cap))
+        :func:`paint_where_needed`), the painting smoothed (:data:`PAINT_SMOOTHING`) and no
+        more colourful than the enrollment."""
+        return paint_where_needed(rendered, warped, region, self.finish_painting)
+
+    def finish_painting(self, painting: np.ndarray) -> np.ndarray:
+        smooth = cv2.GaussianBlur(painting, (0, 0), PAINT_SMOOTHING)
+        return limit_chroma(smooth, self.chroma_cap)
 
     def image_for(self, target_points: np.ndarray, exclude: int | None = None) -> np.ndarray:
         """The enrollment frame(s) chosen for the target, warped to ``target_points``: RGB
