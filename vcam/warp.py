@@ -514,6 +514,8 @@ class WarpGuide:
         return paint_where_needed(rendered, warped, region, self.finish_painting)
 
     def finish_painting(self, painting: np.ndarray) -> np.ndarray:
+        """The network's painting (RGB uint8) as it is blended in: smoothed over its 2x2
+        blocks and no more colourful than the enrollment."""
         smooth = cv2.GaussianBlur(painting, (0, 0), PAINT_SMOOTHING)
         return limit_chroma(smooth, self.chroma_cap)
 

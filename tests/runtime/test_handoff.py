@@ -67,7 +67,7 @@ def test_close_wakes_a_blocked_producer():
 
 
 def test_a_patient_producer_lets_an_idle_consumer_take_each_of_two_quick_items():
-    handoff: Handoff[int] = Handoff("test", patience_s=0.5)
+    handoff: Handoff[int] = Handoff("test", patience_s=2.0)
     received: list[int] = []
     consumer = threading.Thread(target=lambda: received.extend(
         handoff.get(timeout=2) for _ in range(2)))

@@ -2,10 +2,11 @@
 
 Live (the default): the newest item wins. ``put`` does not wait for the consumer; an item
 the consumer has not taken yet is replaced and counted in ``dropped``, so a slow consumer
-sees fresh frames and never a backlog. With ``patience_s`` the producer first waits that
-long for the consumer to take it (two frames that leave a stage together, after a slow one,
-both arrive). Lossless (``wait_for_consumer=True``, for file inputs): ``put`` waits until
-the consumer has taken the previous item, so every item arrives and nothing is dropped.
+sees fresh frames and never a backlog. With ``patience_s`` the producer first waits up to
+that long for the consumer to take the previous item (so two frames that leave a stage
+together, after a slow one, both arrive when the consumer is quick enough). Lossless
+(``wait_for_consumer=True``, for file inputs): ``put`` waits until the consumer has taken
+the previous item, so every item arrives and nothing is dropped.
 
 ``close`` ends the stream: items already put are still delivered, then ``get`` raises
 :class:`HandoffClosed`; a producer blocked in ``put`` wakes up and its item is refused.
@@ -24,7 +25,8 @@ class HandoffClosed(Exception):
 
 
 class Handoff(Generic[Item]):
-    """A single slot: latest-item-wins, or lossless when ``wait_for_consumer`` is set."""
+    """A single slot: latest-item-wins (after up to ``patience_s`` of waiting for the
+    consumer), or lossless when ``wait_for_consumer`` is set."""
 
     def __init__(self, name: str, wait_for_consumer: bool = False,
                  patience_s: float = 0.0) -> None:

@@ -241,14 +241,19 @@ class RenderWorker:
 
     def painting(self, frame: Frame) -> np.ndarray:
         """The network's RGB crop for ``frame``, or its last one warped to the frame's face."""
-        if not self.reuse.network_due(frame.avatar_index):
+        if not self.reuse.network_due(frame.avatar_index, frame.media_time):
             return self.reuse.reuse(frame.avatar_points)
         started = time.perf_counter()
         rendered = to_rgb_image(self.library.render(frame.avatar_index, frame.network_input)[0])
         self.frames_painted += 1
-        self.reuse.remember(Painting(rendered, frame.avatar_points, frame.avatar_index),
-                            elapsed_ms(started))
+        self.reuse.remember(Painting(rendered, frame.avatar_points, frame.avatar_index,
+                                     frame.media_time), elapsed_ms(started))
         return rendered
+
+    @property
+    def frames_reused(self) -> int:
+        """Painted frames that showed the network's last painting, warped."""
+        return self.reuse.frames_reused
 
 
 def to_rgb_image(frame: np.ndarray) -> np.ndarray:
@@ -275,11 +280,13 @@ class Pipeline:
         self.controls = controls or Controls(len(library))
         lossless = (not source.live) if settings.lossless is None else settings.lossless
         # After the network ran, the frame that waited for it follows at once: the output
-        # stage gets up to half a frame interval to take the first before it is replaced.
+        # stage gets up to half a frame interval to take the first before it is replaced (a
+        # pacing sink, the virtual camera, takes one per tick, so there it may still be).
         self.handoffs: dict[str, Handoff[Frame]] = {
-            name: Handoff(name, wait_for_consumer=lossless,
-                          patience_s=0.5 / settings.fps if name == "render->output" else 0.0)
-            for name in ("capture->landmarks", "landmarks->render", "render->output")}
+            "capture->landmarks": Handoff("capture->landmarks", wait_for_consumer=lossless),
+            "landmarks->render": Handoff("landmarks->render", wait_for_consumer=lossless),
+            "render->output": Handoff("render->output", wait_for_consumer=lossless,
+                                      patience_s=0.5 / settings.fps)}
         self.stats = PipelineStats(dropped_counter=self.dropped)
         self.landmarks = LandmarkWorker(tracker, library, settings, self.controls,
                                         driver_neutral)
@@ -499,5 +506,5 @@ class Pipeline:
             face_states=dict(self.face_states),
             frames_by_avatar=dict(self.frames_by_avatar),
             frames_painted=self.renderer.frames_painted,
-            frames_reused=self.renderer.reuse.frames_reused,
+            frames_reused=self.renderer.frames_reused,
         )

@@ -7,12 +7,15 @@ the live pipeline bench on a real talking face dropped 13 of 200 frames, all of 
 render stage or behind it.
 
 So for a live input the render stage runs the network on one painted frame in ``N`` (``N``
-from the network's recent time over the frame interval, at most :data:`MAX_REUSED` + 1) and,
-on the frames between, warps the last painting from the landmarks it was made for to the new
-ones (about 2 ms): the mouth moves at the camera's rate, its inside is refreshed at the
-network's. A file (every frame rendered, no clock) always runs the network, and so does the
-first frame of every opening, a change of avatar, and any frame after one with nothing to
-paint.
+from the network's recent time over the frame interval, at most
+:data:`MAX_REUSED_IN_A_ROW` + 1) and, on the frames between, warps the last painting from the
+landmarks it was made for to the new ones (about 2 ms): the mouth moves at the camera's rate,
+its inside is refreshed at the network's. A file (every frame rendered, no clock) always runs
+the network, and so does the first frame of every opening, a change of avatar, any frame
+after one with nothing to paint and any frame more than ``N`` intervals after the painting.
+The frame interval is the pipeline's output rate (``PipelineSettings.fps``), not a measured
+camera rate. A direct (not warp-guided) avatar paints the whole face on every frame: there
+the whole face is reused, warped, in the same way.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from vcam.warp import PiecewiseAffineWarp
 
 # At most this many frames in a row show a reused painting (a network slower than four frame
 # intervals still refreshes the mouth at a quarter of the camera's rate and drops frames).
-MAX_REUSED = 3
+MAX_REUSED_IN_A_ROW = 3
 # The part of a frame interval the network may take on average: the render stage also blends
 # the painting in, and the other stages share the CPU.
 BUDGET_FRACTION = 0.75
@@ -34,13 +37,22 @@ BUDGET_FRACTION = 0.75
 NEWEST_WEIGHT = 0.25
 
 
-@dataclass(frozen=True)
+@dataclass
 class Painting:
-    """What the network rendered (RGB uint8, S x S) for ``points`` of avatar ``avatar``."""
+    """What the network rendered (RGB uint8, S x S) for ``points`` (avatar-crop pixels) of
+    avatar ``avatar_index``, on a frame of the input's time ``media_time`` (seconds)."""
 
     image: np.ndarray
     points: np.ndarray
-    avatar: int
+    avatar_index: int
+    media_time: float
+    warp: PiecewiseAffineWarp | None = None
+
+    def warped_to(self, points: np.ndarray) -> np.ndarray:
+        """The painting warped so that its landmarks land on ``points``."""
+        if self.warp is None:  # triangulated once, for all the frames that reuse it
+            self.warp = PiecewiseAffineWarp(self.points, self.image.shape[0])
+        return self.warp.warp(self.image, points)
 
 
 class PaintingReuse:
@@ -54,18 +66,23 @@ class PaintingReuse:
         self.reused_in_a_row = 0
         self.frames_reused = 0
 
-    def runs_every(self) -> int:
+    def network_period(self) -> int:
         """The network runs on one painted frame in this many."""
         if self.frame_interval_ms is None or self.network_ms is None:
             return 1
         frames = math.ceil(self.network_ms / (BUDGET_FRACTION * self.frame_interval_ms))
-        return int(min(max(frames, 1), MAX_REUSED + 1))
+        return int(min(max(frames, 1), MAX_REUSED_IN_A_ROW + 1))
 
-    def network_due(self, avatar: int) -> bool:
-        """Whether the network must run for the next painted frame of ``avatar``."""
-        if self.last is None or self.last.avatar != avatar:
+    def network_due(self, avatar_index: int, media_time: float) -> bool:
+        """Whether the network must run for a painted frame of ``avatar_index`` at
+        ``media_time``: always, unless the last painting is of the same avatar, was reused
+        fewer times in a row than the network's period allows, and is no older than that
+        period (a stalled camera or a pause in a call's landmarks brings the network back)."""
+        last, period = self.last, self.network_period()
+        if last is None or last.avatar_index != avatar_index or self.frame_interval_ms is None:
             return True
-        return self.reused_in_a_row + 1 >= self.runs_every()
+        too_old = media_time - last.media_time > period * self.frame_interval_ms / 1000
+        return too_old or self.reused_in_a_row + 1 >= period
 
     def remember(self, painting: Painting, network_ms: float) -> None:
         """The network just painted ``painting`` in ``network_ms``."""
@@ -75,14 +92,12 @@ class PaintingReuse:
             NEWEST_WEIGHT * network_ms + (1 - NEWEST_WEIGHT) * self.network_ms)
 
     def reuse(self, points: np.ndarray) -> np.ndarray:
-        """The last painting warped so that its landmarks land on ``points``."""
+        """The last painting, warped to ``points``, for a frame the network skips."""
         if self.last is None:
             raise RuntimeError("there is no painting to reuse")
-        size = self.last.image.shape[0]
-        warped = PiecewiseAffineWarp(self.last.points, size).warp(self.last.image, points)
         self.reused_in_a_row += 1
         self.frames_reused += 1
-        return warped
+        return self.last.warped_to(points)
 
     def forget(self) -> None:
         """A frame with nothing to paint: the next opening starts with the network."""
