@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -51,8 +51,8 @@ class SinkSpec:
 
 
 class Sink(Protocol):
-    """An output. ``steady`` sinks want a frame at every tick of the output rate (the last
-    one again when nothing new came); the others get each new frame once."""
+    """An output. Every sink gets each new frame once, as it comes; ``steady`` sinks (the
+    virtual camera) also get the last one again when nothing new came for a while."""
 
     name: str
     steady: bool
@@ -68,15 +68,6 @@ class Sink(Protocol):
     def send(self, canvas: np.ndarray, frame: Frame, stats: StatsSnapshot) -> None: ...
 
 
-@runtime_checkable
-class Pacer(Protocol):
-    """A sink that sets the output rate (the virtual camera)."""
-
-    def wait_for_next_frame(self) -> None:
-        """Sleep until the next frame is due."""
-        ...
-
-
 def virtual_camera_help(system: str) -> str:
     """How to create a virtual camera device on this operating system."""
     if system == "Linux":
@@ -88,7 +79,8 @@ def virtual_camera_help(system: str) -> str:
 
 class VirtualCameraSink:
     """Frames to a virtual camera through pyvirtualcam (v4l2loopback on Linux, the OBS
-    virtual camera on Windows and macOS), RGB at the requested size, paced to ``fps``."""
+    virtual camera on Windows and macOS), RGB at the requested size, declared at ``fps``: each
+    frame as it comes, the last one again while none does (the pipeline's output stage)."""
 
     name = "virtualcam"
     steady = True
@@ -133,10 +125,6 @@ class VirtualCameraSink:
             raise RuntimeError("the virtual camera is not open")
         self._camera.send(canvas)
         self.frames_sent += 1
-
-    def wait_for_next_frame(self) -> None:
-        if self._camera is not None:
-            self._camera.sleep_until_next_frame()
 
 
 class Display(Protocol):
