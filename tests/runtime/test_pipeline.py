@@ -132,8 +132,8 @@ def test_virtual_camera_gets_rgb_frames_of_the_right_size_at_the_right_pace(
     sink = VirtualCameraSink(WIDTH, HEIGHT, fps, backend=VIRTUALCAM_BACKEND)
     summary = Pipeline(demo, library, [sink], settings(fps=fps, max_frames=24),
                        driver_neutral=library.avatar(0).neutral_landmarks).run()
-    # Live input: a frame that arrives between two ticks of the camera replaces the one
-    # before it; every frame is either sent or counted as dropped.
+    # Live input: a frame that comes within half an interval of the one before replaces it
+    # if that one is still waiting; every frame is either sent or counted as dropped.
     assert summary.frames_output + summary.dropped == summary.frames_captured == 24
     assert summary.frames_output >= 12
     (camera,) = recording_virtualcam
@@ -146,7 +146,7 @@ def test_virtual_camera_gets_rgb_frames_of_the_right_size_at_the_right_pace(
     first = camera.frames[0].reshape(HEIGHT, WIDTH, 3)
     assert tuple(first[2, 2]) == RED  # RGB order, as pyvirtualcam expects
     intervals = np.diff(camera.times)
-    assert 0.5 / fps < float(np.median(intervals)) < 2.0 / fps  # paced, loosely
+    assert 0.5 / fps < float(np.median(intervals)) < 2.0 / fps  # the demo's own rate
     assert camera.times[-1] - camera.times[0] > 0.6 * (len(camera.times) - 1) / fps
 
 

@@ -72,3 +72,23 @@ def new_frame_times(camera) -> list[float]:
         if not np.array_equal(before, frame):
             times.append(at)
     return times
+
+
+def test_a_video_file_plays_into_the_virtual_camera_at_its_rate(warp_library, astronaut_image,
+                                                                dlib_detector, tmp_path,
+                                                                recording_virtualcam):
+    from vcam.data.synthetic import write_video
+    from vcam.landmarks.tracker import FaceTracker
+    from vcam.runtime.capture import VideoFileSource
+
+    fps, frames = 20.0, 10
+    clip = tmp_path / "talk.mp4"
+    write_video(str(clip), iter([astronaut_image[:256, 96:352]] * frames), fps=fps)
+    sink = VirtualCameraSink(320, 240, fps, backend=VIRTUALCAM_BACKEND)
+    settings = PipelineSettings(fps=fps, log_every=0, compositor=CompositorSettings(320, 240))
+    summary = Pipeline(VideoFileSource(clip), warp_library, [sink], settings,
+                       FaceTracker(dlib_detector)).run()
+    (camera,) = recording_virtualcam
+    assert summary.frames_output == frames and summary.dropped == 0
+    # rendered faster than that, a file still plays at its own rate, not twice as fast
+    assert camera.times[-1] - camera.times[0] >= 0.95 * (frames - 1) / fps

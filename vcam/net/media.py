@@ -464,7 +464,7 @@ class PipelineRenderer:
     def counts(self) -> dict[str, int]:
         """``rendered``: frames the generator rendered; ``skipped``: landmarks replaced by
         newer ones before they were rendered; ``output``: rendered frames that reached the
-        sinks (a virtual camera takes at most one per tick of its rate); ``rejected``:
+        sinks (the newest wins when two come within half a frame interval); ``rejected``:
         landmarks that could not be retargeted."""
         pipeline, summary = self.pipeline, self.summary
         if summary is not None:

@@ -40,9 +40,11 @@ from vcam.runtime.stats import PipelineStats, StageStats, StatsSnapshot, percent
 logger = logging.getLogger("vcam.runtime")
 
 # A steady sink (the virtual camera) gets the last frame again after this many frame
-# intervals without a new one, and two frames no closer than this part of an interval.
+# intervals without a new one, and two new frames of a live input no closer than this part
+# of an interval; the render stage waits up to OUTPUT_PATIENCE of one for the output stage.
 REPEAT_AFTER = 1.5
 MIN_GAP = 0.5
+OUTPUT_PATIENCE = 0.75
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,9 @@ class PipelineSettings:
     """How the loop runs.
 
     Attributes:
-        fps: the output rate of a virtual camera (and of the file sink).
+        fps: the rate declared to a virtual camera and written by the file sink; a live
+            input's frames reach the virtual camera as they come (at most twice this), a
+            file's at this rate.
         max_frames: stop after capturing this many frames (0: no limit).
         lossless: every hand-off waits for its consumer; None: only for inputs that are not
             live (files).
@@ -284,13 +288,15 @@ class Pipeline:
         self.settings = settings
         self.controls = controls or Controls(len(library))
         lossless = (not source.live) if settings.lossless is None else settings.lossless
+        self._lossless = lossless
         # After the network ran, the frame that waited for it follows at once: the output
-        # stage gets up to half a frame interval to take the first before it is replaced.
+        # stage gets up to OUTPUT_PATIENCE of a frame interval to take the first before it is
+        # replaced (more than the MIN_GAP it may wait between two frames).
         self.handoffs: dict[str, Handoff[Frame]] = {
             "capture->landmarks": Handoff("capture->landmarks", wait_for_consumer=lossless),
             "landmarks->render": Handoff("landmarks->render", wait_for_consumer=lossless),
             "render->output": Handoff("render->output", wait_for_consumer=lossless,
-                                      patience_s=0.5 / settings.fps)}
+                                      patience_s=OUTPUT_PATIENCE / settings.fps)}
         self.stats = PipelineStats(dropped_counter=self.dropped)
         self.landmarks = LandmarkWorker(tracker, library, settings, self.controls,
                                         driver_neutral)
@@ -440,27 +446,30 @@ class Pipeline:
     def _output_loop(self) -> None:
         """Compose and send each new frame as it comes. Steady sinks (the virtual camera) also
         get the last frame again when nothing new came for :data:`REPEAT_AFTER` frame
-        intervals, and no two frames closer than :data:`MIN_GAP` of an interval (the newest
-        wins). Frames go out as they arrive, not on a clock of the output's own: such a clock
-        has a phase of its own, and every arrival that jittered across one of its ticks cost
-        a dropped frame and a repeated one (9-16 of 200 frames of a talking face)."""
+        intervals; two new frames go out no closer than :data:`MIN_GAP` of an interval (the
+        newest wins), or a whole interval for a file, which would otherwise play as fast as
+        it renders. Live frames go out as they arrive, not on a clock of the output's own:
+        such a clock has a phase of its own, and every arrival that jittered across one of
+        its ticks cost a dropped frame and a repeated one (9-16 of 200 frames of a talking
+        face)."""
         inbox = self.handoffs["render->output"]
         steady = [sink for sink in self.sinks if sink.steady]
         interval = 1.0 / self.settings.fps
+        gap = (1.0 if self._lossless else MIN_GAP) * interval
         last: tuple[np.ndarray, Frame] | None = None
-        sent_at = 0.0
+        new_at = sent_at = 0.0  # when the last new frame, and the last of any, went out
         try:
             while not self.stop.is_set():
                 wait = self.settings.poll_seconds
                 if steady and last is not None:
-                    pause = sent_at + MIN_GAP * interval - time.perf_counter()
-                    if pause > 0:
-                        time.sleep(pause)
+                    pause = new_at + gap - time.perf_counter()
+                    if pause > 0 and self.stop.wait(pause):
+                        break
                     wait = max(0.0, sent_at + REPEAT_AFTER * interval - time.perf_counter())
                 frame = inbox.get(wait)
                 if frame is not None:
                     last = (self._deliver(frame), frame)
-                    sent_at = time.perf_counter()
+                    new_at = sent_at = time.perf_counter()
                 elif steady and last is not None:
                     for sink in steady:
                         sink.send(last[0], last[1], self._snapshot)
