@@ -164,12 +164,12 @@ def test_live_inputs_reuse_paintings_and_files_do_not(warp_library, astronaut_im
     write_video(str(clip), iter([astronaut_image[:240, :320]] * 3), fps=25.0)
     sink = FileSink(tmp_path / "out.mp4", 320, 240, 25.0)
     live = Pipeline(ReplaySource([], 25.0), warp_library, [sink], PipelineSettings(fps=25.0))
-    assert live.renderer.reuse.frame_interval_ms == pytest.approx(40.0)
+    assert live.renderer.paintings.frame_interval_ms == pytest.approx(40.0)
     assert live.handoffs["render->output"].patience_s == pytest.approx(OUTPUT_PATIENCE / 25)
     assert live.handoffs["landmarks->render"].patience_s == 0
     from_file = Pipeline(VideoFileSource(clip), warp_library, [sink],
                          PipelineSettings(fps=25.0))
-    assert from_file.renderer.reuse.frame_interval_ms is None
+    assert from_file.renderer.paintings.frame_interval_ms is None
     assert all(handoff.wait_for_consumer for handoff in from_file.handoffs.values())
 
 

@@ -28,6 +28,8 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
     meta.add_argument("--generator", choices=("direct", "warp"), default="direct",
                       help="direct: G sees the landmark image (the paper); warp: G also sees "
                       "the nearest enrollment frame warped to the target landmarks")
+    # vcam.models.config.MOUTH_INPUTS, spelt out: importing vcam.models loads torch, which
+    # every `vcam --help` would then pay for.
     meta.add_argument("--mouth-input", choices=("warp", "cavity"), default=None,
                       help="what the warp-guided generator sees where the mouth opens beyond its "
                       "source: the stretched lips of the warp, or a dark cavity it must paint "
@@ -163,11 +165,13 @@ def mouth_input_option(args: argparse.Namespace, init_config: dict) -> str:
         return "warp"
     if args.mouth_input:
         return args.mouth_input
-    run_file = args.out / "run.json"
+    from vcam.train.run import RUN_FILE, RunPlan
+
+    run_file = args.out / RUN_FILE
     if args.resume and run_file.is_file():
         try:
-            return json.loads(run_file.read_text())["config"].get("mouth_input", "warp")
-        except (OSError, ValueError, KeyError, AttributeError):
+            return RunPlan.from_dict(json.loads(run_file.read_text())).config.mouth_input
+        except (OSError, ValueError, KeyError, TypeError):
             return "warp"  # the run's own check names what is wrong with it
     return init_config.get("mouth_input", "warp")
 

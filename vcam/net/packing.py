@@ -172,6 +172,11 @@ class PackedEncoder:
     def request_key(self) -> None:
         self.key_requested = True
 
+    @property
+    def filling(self) -> bool:
+        """Whether kept frames wait for a packet that is not full yet (see :meth:`flush`)."""
+        return bool(self.frames)
+
     def keeps(self, capture_us: int) -> bool:
         """Whether a frame captured at ``capture_us`` is sent (at most ``send_fps``)."""
         interval = 1e6 / self.packing.send_fps

@@ -132,7 +132,7 @@ class LandmarkSender:
 
     def send_rest(self) -> None:
         """The packet that was filling when the source ended, not full."""
-        if self.encoder.frames:
+        if self.encoder.filling:
             self.hand_over(self.encoder.flush())
             self.encoded = self.encoder.packed
 

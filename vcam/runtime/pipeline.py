@@ -195,7 +195,7 @@ class RenderWorker:
         self.library = library
         self._landmark_images: dict[int, np.ndarray] = {}
         self.frames_painted = 0  # frames on which the network ran
-        self.reuse = PaintingReuse(frame_interval_ms)
+        self.paintings = PaintingReuse(frame_interval_ms)
 
     def prepare(self, frame: Frame) -> Frame:
         """What the render stage needs: for the warp-guided generator the warped enrollment
@@ -236,10 +236,10 @@ class RenderWorker:
         the warp for a warp-guided avatar), or the warp alone where there is nothing to
         paint."""
         if frame.avatar_points is None:
-            self.reuse.forget()
+            self.paintings.forget()
             return frame
         if frame.network_input is None:  # nothing to paint: the warp
-            self.reuse.forget()
+            self.paintings.forget()
             frame.rendered = frame.warped
         else:
             rendered = self.painting(frame)
@@ -250,19 +250,19 @@ class RenderWorker:
 
     def painting(self, frame: Frame) -> np.ndarray:
         """The network's RGB crop for ``frame``, or its last one warped to the frame's face."""
-        if not self.reuse.network_due(frame.avatar_index, frame.media_time):
-            return self.reuse.reuse(frame.avatar_points)
+        if not self.paintings.network_due(frame.avatar_index, frame.media_time):
+            return self.paintings.reuse(frame.avatar_points)
         started = time.perf_counter()
         rendered = to_rgb_image(self.library.render(frame.avatar_index, frame.network_input)[0])
         self.frames_painted += 1
-        self.reuse.remember(Painting(rendered, frame.avatar_points, frame.avatar_index,
+        self.paintings.remember(Painting(rendered, frame.avatar_points, frame.avatar_index,
                                      frame.media_time), elapsed_ms(started))
         return rendered
 
     @property
     def frames_reused(self) -> int:
         """Painted frames that showed the network's last painting, warped."""
-        return self.reuse.frames_reused
+        return self.paintings.frames_reused
 
 
 def to_rgb_image(frame: np.ndarray) -> np.ndarray:
